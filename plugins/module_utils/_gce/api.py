@@ -1,0 +1,278 @@
+# Copyright (c) kubeha.gce contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Private to the kubeha.gce collection: Compute Engine calls, retries and operations."""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import time
+import traceback
+import typing as t
+
+GOOGLE_IMPORT_ERROR: str | None
+try:
+    import google.auth.exceptions
+    import httplib2
+    from googleapiclient import discovery
+    from googleapiclient import errors as gerrors
+except ImportError:
+    GOOGLE_IMPORT_ERROR = traceback.format_exc()
+else:
+    GOOGLE_IMPORT_ERROR = None
+
+GOOGLE_PACKAGES = "google-api-python-client, google-auth and google-auth-httplib2"
+
+#: Reasons GCE gives for 403 answers that mean "slow down", not "forbidden".
+RATE_LIMIT_REASONS = frozenset(("rateLimitExceeded", "userRateLimitExceeded"))
+#: HTTP status codes that are worth another try.
+RETRY_STATUSES = frozenset((429, 500, 502, 503, 504))
+
+
+class GceError(Exception):
+    """Every failure of the GCE layer: HTTP status, GCE reason and message.
+
+    ``status`` is the HTTP status (``None`` for a failed operation, a timeout or
+    a connection problem) and ``reason`` is GCE's reason (``notFound``,
+    ``alreadyExists``, ``conditionNotMet``...) or an operation error code.
+    """
+
+    def __init__(self, message: str, status: int | None = None, reason: str | None = None,
+                 errors: list[dict[str, t.Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.reason = reason
+        self.errors = errors or []
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_dict(self) -> dict[str, t.Any]:
+        return {"status": self.status, "reason": self.reason, "errors": self.errors}
+
+
+class Clock:
+    """Time as the retry and wait loops see it (replaced by a fake clock in tests)."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+CLOCK = Clock()
+
+
+class Deadline:
+    """A point in time by which a piece of work must be finished."""
+
+    def __init__(self, seconds: float, clock: Clock) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self._end = clock.now() + seconds
+
+    def remaining(self) -> float:
+        return self._end - self._clock.now()
+
+    def expired(self) -> bool:
+        return self.remaining() <= 0
+
+
+def parse_http_error(exc: t.Any) -> GceError:
+    """Turn a googleapiclient HttpError into a GceError with GCE's reason and message."""
+    status = int(exc.resp.status)
+    reason = None
+    message = None
+    items: list[dict[str, t.Any]] = []
+    content = exc.content
+    if isinstance(content, bytes):
+        content = content.decode("utf-8", "replace")
+    try:
+        body = json.loads(content)
+    except (TypeError, ValueError):
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        error = body["error"]
+        message = error.get("message")
+        items = [e for e in error.get("errors") or [] if isinstance(e, dict)]
+        if items:
+            reason = items[0].get("reason")
+        if reason is None:
+            reason = error.get("status")
+    if not message:
+        message = (content or "").strip() or getattr(exc.resp, "reason", "") or "HTTP %d" % status
+    return GceError(message, status=status, reason=reason, errors=items)
+
+
+def is_retryable(error: GceError) -> bool:
+    if error.status in RETRY_STATUSES:
+        return True
+    return error.status == 403 and error.reason in RATE_LIMIT_REASONS
+
+
+class RetryPolicy:
+    """Jittered exponential backoff ("full jitter") bounded by a total deadline."""
+
+    def __init__(self, deadline: float = 120.0, initial: float = 1.0, maximum: float = 32.0,
+                 multiplier: float = 2.0, clock: Clock | None = None,
+                 jitter: t.Callable[[float, float], float] | None = None) -> None:
+        self.deadline = deadline
+        self.initial = initial
+        self.maximum = maximum
+        self.multiplier = multiplier
+        self.clock = clock or CLOCK
+        self.jitter = jitter or random.uniform
+
+    def delays(self) -> t.Iterator[float]:
+        ceiling = self.initial
+        while True:
+            yield self.jitter(0, ceiling)
+            ceiling = min(self.maximum, ceiling * self.multiplier)
+
+
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (socket.error, ConnectionError, TimeoutError)
+if GOOGLE_IMPORT_ERROR is None:
+    CONNECTION_ERRORS = CONNECTION_ERRORS + (httplib2.HttpLib2Error,)
+
+
+class ComputeApi:
+    """The Compute Engine v1 API for one project, behind one retry and error layer.
+
+    Modules never see HTTP: every call goes through :meth:`call`, which retries
+    what is worth retrying and turns everything else into :class:`GceError`.
+    """
+
+    def __init__(self, http: t.Any, project: str, api_endpoint: str | None = None,
+                 retry: RetryPolicy | None = None) -> None:
+        options = {"api_endpoint": api_endpoint} if api_endpoint else None
+        self.project = project
+        self.retry = retry or RetryPolicy()
+        self.calls: list[str] = []
+        self.service = discovery.build(
+            "compute", "v1", http=http, static_discovery=True, cache_discovery=False,
+            client_options=options,
+        )
+
+    # -- the one place where requests are executed ------------------------------------
+    def call(self, collection: str, method: str, **params: t.Any) -> dict[str, t.Any]:
+        """Run ``compute.<collection>.<method>(project=..., **params)`` with retries."""
+        params.setdefault("project", self.project)
+        what = "%s.%s" % (collection, method)
+        deadline = Deadline(self.retry.deadline, self.retry.clock)
+        delays = self.retry.delays()
+        attempt = 0
+        while True:
+            attempt += 1
+            self.calls.append(what)
+            try:
+                request = getattr(getattr(self.service, collection)(), method)(**params)
+                return request.execute(num_retries=0) or {}
+            except gerrors.HttpError as exc:
+                error = parse_http_error(exc)
+                if not is_retryable(error):
+                    raise error from None
+            except CONNECTION_ERRORS as exc:
+                error = GceError("connection to the Compute API failed: %s" % (exc or type(exc).__name__))
+            except google.auth.exceptions.RefreshError as exc:
+                raise GceError("the credentials were refused by the token endpoint: %s" % exc,
+                               status=401, reason="invalidCredentials") from None
+            except google.auth.exceptions.TransportError as exc:
+                error = GceError("connection to the token endpoint failed: %s" % exc)
+            delay = next(delays)
+            if deadline.remaining() < delay:
+                raise GceError(
+                    "%s still failing after %d attempts in %.0f seconds (the retry deadline): %s"
+                    % (what, attempt, self.retry.deadline, error.message),
+                    status=error.status, reason=error.reason, errors=error.errors,
+                )
+            self.retry.clock.sleep(delay)
+
+    def get(self, collection: str, **params: t.Any) -> dict[str, t.Any] | None:
+        """Read a resource; ``None`` when GCE answers 404."""
+        try:
+            return self.call(collection, "get", **params)
+        except GceError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list_all(self, collection: str, method: str = "list", **params: t.Any) -> list[dict[str, t.Any]]:
+        """Every item of a list call, following page tokens."""
+        items: list[dict[str, t.Any]] = []
+        token = None
+        while True:
+            if token:
+                params["pageToken"] = token
+            page = self.call(collection, method, **params)
+            items.extend(page.get("items") or [])
+            token = page.get("nextPageToken")
+            if not token:
+                return items
+
+    def aggregated(self, collection: str, **params: t.Any) -> list[dict[str, t.Any]]:
+        """Every item of an ``aggregatedList`` call, across all scopes and pages."""
+        items: list[dict[str, t.Any]] = []
+        token = None
+        while True:
+            if token:
+                params["pageToken"] = token
+            page = self.call(collection, "aggregatedList", **params)
+            for scoped in (page.get("items") or {}).values():
+                items.extend(scoped.get(collection) or [])
+            token = page.get("nextPageToken")
+            if not token:
+                return items
+
+    # -- operations ---------------------------------------------------------------------
+    def wait(self, operation: dict[str, t.Any], timeout: float, what: str = "") -> dict[str, t.Any]:
+        """Wait for an operation to be DONE within ``timeout`` seconds and check its error.
+
+        Raises :class:`GceError` when the operation failed (with every error item)
+        or did not finish in time; never returns a failed operation.
+        """
+        deadline = Deadline(timeout, self.retry.clock)
+        label = what or "%s %s" % (operation.get("operationType", "operation"), _short(operation.get("targetLink")))
+        while operation.get("status") != "DONE":
+            if deadline.expired():
+                raise GceError(
+                    "%s did not finish within %d seconds (operation %s is %s); it may still complete: "
+                    "re-run to converge" % (label, timeout, operation.get("name"), operation.get("status")),
+                    reason="timeout",
+                )
+            if "zone" in operation:
+                scope: dict[str, t.Any] = {"zone": _short(operation["zone"])}
+                collection = "zoneOperations"
+            elif "region" in operation:
+                scope = {"region": _short(operation["region"])}
+                collection = "regionOperations"
+            else:
+                scope = {}
+                collection = "globalOperations"
+            operation = self.call(collection, "wait", operation=operation["name"], **scope)
+            if operation.get("status") != "DONE":
+                # wait answers after about two minutes at most, or sooner: do not spin.
+                self.retry.clock.sleep(max(0.0, min(1.0, deadline.remaining())))
+        check_operation(operation, label)
+        return operation
+
+
+def check_operation(operation: dict[str, t.Any], label: str) -> None:
+    """Raise GceError when a DONE operation carries an error."""
+    items = [e for e in ((operation.get("error") or {}).get("errors") or []) if isinstance(e, dict)]
+    if items or operation.get("error"):
+        details = "; ".join("%s: %s" % (e.get("code", "ERROR"), e.get("message", "")) for e in items)
+        raise GceError(
+            "%s failed: %s" % (label, details or operation.get("httpErrorMessage", "unknown error")),
+            status=operation.get("httpErrorStatusCode"),
+            reason=items[0].get("code") if items else None,
+            errors=items,
+        )
+
+
+def _short(link: str | None) -> str:
+    """The last path element of a resource URL (``.../zones/europe-west1-b`` -> ``europe-west1-b``)."""
+    return (link or "").rstrip("/").rsplit("/", 1)[-1]
