@@ -1,0 +1,113 @@
+#!/usr/bin/python
+# Copyright (c) kubeha.gce contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: gce_master_replica_info
+short_description: List the master replicas of a Kubernetes cluster on Compute Engine
+version_added: 0.1.0
+description:
+  - Lists the master replicas of one cluster in every zone of a region, found by their labels
+    C(kubeha-cluster=CLUSTER) and C(kubeha-role=master), never by name.
+  - Read-only; never reports a change.
+author:
+  - kubeha.gce maintainers
+extends_documentation_fragment:
+  - kubeha.gce.gce
+  - kubeha.gce.attributes.info_module
+  - kubeha.gce.attributes.actiongroup_gce
+options:
+  cluster_name:
+    description:
+      - The name of the Kubernetes cluster.
+    type: str
+    required: true
+  region:
+    description:
+      - The region to list the replicas of, for example V(europe-west1).
+      - One of O(region) and O(zone) is required.
+    type: str
+  zone:
+    description:
+      - A zone of the region to list the replicas of; the replicas of every zone of its region
+        are listed.
+      - One of O(region) and O(zone) is required.
+    type: str
+seealso:
+  - module: kubeha.gce.gce_master_replica
+"""
+
+EXAMPLES = r"""
+- name: List the master replicas of cluster kubernetes
+  kubeha.gce.gce_master_replica_info:
+    cluster_name: kubernetes
+    region: europe-west1
+  register: masters
+
+- name: Show the zones that already hold a replica
+  ansible.builtin.debug:
+    msg: "{{ masters.replicas | map(attribute='zone') | list }}"
+"""
+
+RETURN = r"""
+region:
+  description: The region that was listed.
+  returned: always
+  type: str
+  sample: europe-west1
+replicas:
+  description:
+    - The replicas, sorted by name, with the same fields as the C(replica) that
+      M(kubeha.gce.gce_master_replica) returns.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - name: kubernetes-master
+      cluster: kubernetes
+      zone: europe-west1-b
+      region: europe-west1
+      status: RUNNING
+      machine_type: e2-standard-2
+      internal_ip: 10.132.0.2
+      external_ip: 203.0.113.10
+      labels: {"kubeha-cluster": "kubernetes", "kubeha-role": "master"}
+      tags: ["kubernetes-master"]
+      metadata: {}
+      data_disk:
+        name: kubernetes-master-pd
+        size_gb: 20
+        type: pd-ssd
+"""
+
+from ansible_collections.kubeha.gce.plugins.module_utils._gce.module import checked, gce_module, run
+from ansible_collections.kubeha.gce.plugins.module_utils._gce.names import check_name, check_region, region_of
+from ansible_collections.kubeha.gce.plugins.module_utils._gce.replica import list_replicas
+
+
+def target(params):
+    cluster = check_name(params["cluster_name"], "cluster_name")
+    region = check_region(params["region"]) if params.get("region") else region_of(params["zone"])
+    if params.get("region") and params.get("zone") and region_of(params["zone"]) != region:
+        return cluster, region, "zone %s is not in region %s" % (params["zone"], region)
+    return cluster, region, None
+
+
+def main() -> None:
+    argument_spec = dict(
+        cluster_name=dict(type="str", required=True),
+        region=dict(type="str"),
+        zone=dict(type="str"),
+    )
+    module = gce_module(argument_spec, required_one_of=[["region", "zone"]])
+    cluster, region, problem = checked(module, target, module.params)
+    if problem:
+        module.fail_json(msg=problem)
+    run(module, lambda api: {"changed": False, "region": region, "replicas": list_replicas(api, cluster, region)})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+# Copyright (c) kubeha.gce contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+from ansible_collections.kubeha.gce.plugins.modules import gce_master_replica_info
+from ansible_collections.kubeha.gce.tests.unit.plugins.gce_http import disk, fake_gce, instance, ok, run_module
+
+
+def run(http, **args):
+    return run_module(gce_master_replica_info.main, args, http)
+
+
+def scoped(*instances):
+    items = {}
+    for inst in instances:
+        zone = inst["zone"].rsplit("/", 1)[-1]
+        items.setdefault("zones/%s" % zone, {"instances": []})["instances"].append(inst)
+    return items
+
+
+def test_lists_replicas_of_the_region_by_label_sorted_by_name():
+    page1 = {"items": scoped(instance(name="k-master-c", zone="europe-west1-c")), "nextPageToken": "p2"}
+    page2 = {"items": scoped(
+        instance(name="k-master", zone="europe-west1-b"),
+        # Same labels, other region: not this region's replica.
+        instance(name="k-master-us", zone="us-east1-b"),
+        # A foreign instance the filter should not have returned: ignored all the same.
+        instance(name="k-master-x", zone="europe-west1-d", labels={"kubeha-cluster": "other", "kubeha-role": "master"}),
+    )}
+    responses = [ok(page1), ok(page2), ok(disk(name="k-master-c-pd", zone="europe-west1-c")),
+                 ok(disk(name="k-master-pd"))]
+    with fake_gce(responses) as http:
+        result = run(http, cluster_name="k", region="europe-west1")
+    assert result["changed"] is False
+    assert result["region"] == "europe-west1"
+    assert [r["name"] for r in result["replicas"]] == ["k-master", "k-master-c"]
+    assert result["replicas"][1]["zone"] == "europe-west1-c"
+    assert result["replicas"][1]["data_disk"]["name"] == "k-master-c-pd"
+    first = http.calls[0]
+    assert first.method == "instances.aggregatedList"
+    assert first.query["filter"] == ['(labels.kubeha-cluster = "k") AND (labels.kubeha-role = "master")']
+    assert http.calls[1].query["pageToken"] == ["p2"]
+    assert http.names[2:] == ["disks.get", "disks.get"]
+    assert http.mutating == []
+
+
+def test_zone_selects_its_region():
+    with fake_gce([ok({"items": {}})]) as http:
+        result = run(http, cluster_name="k", zone="europe-west1-d")
+    assert result == {"changed": False, "failed": False, "region": "europe-west1", "replicas": []}
+
+
+def test_zone_outside_the_region_fails_before_any_call():
+    with fake_gce([]) as http:
+        result = run(http, cluster_name="k", zone="us-east1-b", region="europe-west1")
+    assert result["failed"] is True
+    assert result["msg"] == "zone us-east1-b is not in region europe-west1"
+    assert http.calls == []
+
+
+def test_region_or_zone_is_required():
+    with fake_gce([]) as http:
+        result = run(http, cluster_name="k")
+    assert result["failed"] is True
+    assert "one of the following is required: region, zone" in result["msg"]
+
+
+def test_check_mode_lists_too():
+    with fake_gce([ok({"items": scoped(instance())}), ok(disk())]) as http:
+        result = run_module(gce_master_replica_info.main, {"cluster_name": "k", "region": "europe-west1"}, http,
+                            check_mode=True)
+    assert [r["name"] for r in result["replicas"]] == ["k-master"]
