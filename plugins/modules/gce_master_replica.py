@@ -18,13 +18,13 @@ description:
     which the replicas of a cluster are found (see M(kubeha.gce.gce_master_replica_info)).
     The instance also gets the network tag C(CLUSTER-master) for the firewall rules.
   - An existing instance or disk of that name without these labels, or with another cluster's,
-    is never changed or deleted: the module fails instead.
+    is never changed or deleted; the module fails instead.
   - On a re-run the labels, metadata, network tags, data disk attachment and external IP are
     changed in place when they differ. A difference that Compute Engine cannot change on an
     existing instance (machine type, network, service account, scopes) fails with a message that
     names the field and both values. The image and boot disk apply at creation only.
 author:
-  - kubeha.gce maintainers
+  - kubeha.gce maintainers (@kubeha)
 extends_documentation_fragment:
   - kubeha.gce.gce
   - kubeha.gce.attributes

@@ -14,7 +14,7 @@ description:
     C(kubeha-cluster=CLUSTER) and C(kubeha-role=master), never by name.
   - Read-only; never reports a change.
 author:
-  - kubeha.gce maintainers
+  - kubeha.gce maintainers (@kubeha)
 extends_documentation_fragment:
   - kubeha.gce.gce
   - kubeha.gce.attributes.info_module

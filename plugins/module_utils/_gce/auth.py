@@ -106,7 +106,7 @@ def resolve_auth(params: t.Mapping[str, t.Any], environ: t.Mapping[str, str] | N
     environ = os.environ if environ is None else environ
     kind = params.get("auth_kind")
     if not kind:
-        kind, source = _env(environ, "GCP_AUTH_KIND")
+        kind = _env(environ, "GCP_AUTH_KIND")[0]
         if kind and kind not in AUTH_KINDS:
             raise GceError("GCP_AUTH_KIND=%s is not a known auth_kind; use one of %s"
                            % (kind, ", ".join(AUTH_KINDS)))
@@ -136,7 +136,7 @@ def resolve_auth(params: t.Mapping[str, t.Any], environ: t.Mapping[str, str] | N
         elif params.get("service_account_file"):
             info = _read_key_file(params["service_account_file"], "service_account_file")
         else:
-            contents, _ = _env(environ, "GCP_SERVICE_ACCOUNT_CONTENTS")
+            contents = _env(environ, "GCP_SERVICE_ACCOUNT_CONTENTS")[0]
             path, name = _env(environ, "GCP_SERVICE_ACCOUNT_FILE", "GCE_CREDENTIALS_FILE_PATH")
             if contents and path:
                 raise GceError("both GCP_SERVICE_ACCOUNT_CONTENTS and %s are set; set only one" % name)
@@ -156,7 +156,7 @@ def resolve_auth(params: t.Mapping[str, t.Any], environ: t.Mapping[str, str] | N
 
     scopes = params.get("scopes")
     if not scopes:
-        env_scopes, _ = _env(environ, "GCP_SCOPES")
+        env_scopes = _env(environ, "GCP_SCOPES")[0]
         scopes = [s.strip() for s in env_scopes.split(",") if s.strip()] if env_scopes else list(DEFAULT_SCOPES)
 
     project = params.get("project") or _env(environ, "GCP_PROJECT", "GCE_PROJECT")[0]
@@ -182,7 +182,7 @@ def credentials_for(auth: Auth) -> t.Any:
     if auth.kind == "machineaccount":
         return google.auth.compute_engine.Credentials(service_account_email=auth.service_account_email)
     try:
-        credentials, _ = google.auth.default(scopes=auth.scopes)
+        credentials = google.auth.default(scopes=auth.scopes)[0]
     except google.auth.exceptions.DefaultCredentialsError as exc:
         raise GceError("auth_kind=application found no application default credentials: %s" % exc) from None
     return credentials

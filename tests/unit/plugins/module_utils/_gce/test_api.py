@@ -23,6 +23,11 @@ from ansible_collections.kubeha.gce.tests.unit.plugins.gce_http import (
 
 
 def make_api(responses, deadline=60.0, endpoint=None):
+    api, http, _clock = make_api_with_clock(responses, deadline, endpoint)
+    return api, http
+
+
+def make_api_with_clock(responses, deadline=60.0, endpoint=None):
     clock = FakeClock()
     http = GceHttp(responses)
     api = ComputeApi(http, PROJECT, api_endpoint=endpoint,
@@ -45,8 +50,8 @@ class FlakyConnection(GceHttp):
 
 
 def test_not_found_is_none_for_get_and_an_error_for_others():
-    api, http, _ = make_api([error(404, "notFound", "The resource 'x' was not found"),
-                             error(404, "notFound", "The resource 'x' was not found")])
+    api, http = make_api([error(404, "notFound", "The resource 'x' was not found"),
+                          error(404, "notFound", "The resource 'x' was not found")])
     assert api.get("instances", zone="europe-west1-b", instance="x") is None
     with pytest.raises(GceError) as caught:
         api.call("instances", "delete", zone="europe-west1-b", instance="x")
@@ -56,7 +61,7 @@ def test_not_found_is_none_for_get_and_an_error_for_others():
 
 def test_backoff_grows_and_is_bounded():
     responses = [error(503, "backendError")] * 7 + [ok({"name": "z"})]
-    api, http, clock = make_api(responses, deadline=1000)
+    api, http, clock = make_api_with_clock(responses, deadline=1000)
     assert api.call("zones", "get", zone="europe-west1-b") == {"name": "z"}
     assert clock.slept == [1, 2, 4, 8, 16, 32, 32]
 
@@ -70,7 +75,7 @@ def test_backoff_grows_and_is_bounded():
     error(503, "backendError"),
 ])
 def test_transient_answers_are_retried(answer):
-    api, http, clock = make_api([answer, ok({"name": "z"})])
+    api, http, clock = make_api_with_clock([answer, ok({"name": "z"})])
     assert api.call("zones", "get", zone="europe-west1-b") == {"name": "z"}
     assert len(http.calls) == 2 and len(clock.slept) == 1
 
@@ -83,7 +88,7 @@ def test_transient_answers_are_retried(answer):
     (error(412, "conditionNotMet", "Supplied fingerprint does not match"), "conditionNotMet"),
 ])
 def test_other_errors_fail_at_once_with_gces_reason(answer, reason):
-    api, http, clock = make_api([answer])
+    api, http, clock = make_api_with_clock([answer])
     with pytest.raises(GceError) as caught:
         api.call("zones", "get", zone="europe-west1-b")
     assert caught.value.reason == reason
@@ -99,7 +104,7 @@ def test_connection_errors_are_retried():
 
 
 def test_deadline_stops_retrying_with_the_last_error():
-    api, http, clock = make_api([error(503, "backendError", "Backend Error")] * 20, deadline=10)
+    api, http, clock = make_api_with_clock([error(503, "backendError", "Backend Error")] * 20, deadline=10)
     with pytest.raises(GceError) as caught:
         api.call("zones", "get", zone="europe-west1-b")
     # 1 + 2 + 4 = 7 s slept; the next delay (8 s) would pass the 10 s deadline.
@@ -110,8 +115,8 @@ def test_deadline_stops_retrying_with_the_last_error():
 
 
 def test_wait_polls_the_operations_own_scope():
-    api, http, _ = make_api([op_pending(region="europe-west1"), op_done(region="europe-west1"),
-                             op_done(zone=None)])
+    api, http = make_api([op_pending(region="europe-west1"), op_done(region="europe-west1"),
+                          op_done(zone=None)])
     api.wait(operation(status="PENDING", region="europe-west1", zone=None), 60)
     assert http.names == ["regionOperations.wait", "regionOperations.wait"]
     assert http.calls[0].path == "projects/kubeha-test/regions/europe-west1/operations/operation-1/wait"
@@ -123,7 +128,7 @@ def test_wait_reports_every_error_of_a_failed_operation():
     failed = operation(status="DONE", errors=[
         {"code": "RESOURCE_IN_USE_BY_ANOTHER_RESOURCE", "message": "The address is in use."},
         {"code": "ZONE_RESOURCE_POOL_EXHAUSTED", "message": "No capacity."}])
-    api, http, _ = make_api([ok(failed)])
+    api, http = make_api([ok(failed)])
     with pytest.raises(GceError) as caught:
         api.wait(operation(status="RUNNING"), 60, "creating instance k-master")
     assert str(caught.value) == ("creating instance k-master failed: RESOURCE_IN_USE_BY_ANOTHER_RESOURCE: "
@@ -132,14 +137,14 @@ def test_wait_reports_every_error_of_a_failed_operation():
 
 
 def test_an_operation_already_done_with_an_error_is_not_success():
-    api, http, _ = make_api([])
+    api, http = make_api([])
     with pytest.raises(GceError):
         api.wait(operation(status="DONE", errors=[{"code": "X", "message": "boom"}]), 60)
     assert http.calls == []
 
 
 def test_wait_times_out_without_spinning():
-    api, http, clock = make_api([op_pending()] * 100)
+    api, http, clock = make_api_with_clock([op_pending()] * 100)
     with pytest.raises(GceError) as caught:
         api.wait(operation(status="PENDING"), 5, "deleting instance k-master")
     assert caught.value.reason == "timeout"
@@ -149,7 +154,7 @@ def test_wait_times_out_without_spinning():
 
 
 def test_list_follows_pages_and_aggregated_flattens_scopes():
-    api, http, _ = make_api([
+    api, http = make_api([
         ok({"items": [{"name": "a"}], "nextPageToken": "t"}), ok({"items": [{"name": "b"}]}),
         ok({"items": {"zones/europe-west1-b": {"instances": [{"name": "x"}]},
                       "zones/europe-west1-c": {"warning": {"code": "NO_RESULTS_ON_PAGE"}}}}),

@@ -35,7 +35,7 @@ def resolve(params=None, env=None):
 
 
 def test_explicit_options_win_over_the_environment(key, tmp_path):
-    _, info = key
+    info = key[1]
     path = tmp_path / "sa.json"
     path.write_text(json.dumps(info))
     env = {"GCP_AUTH_KIND": "accesstoken", "GCP_ACCESS_TOKEN": "t", "GCP_PROJECT": "env-project"}
@@ -45,7 +45,7 @@ def test_explicit_options_win_over_the_environment(key, tmp_path):
 
 
 def test_awx_gce_credential_variables_are_enough(key, tmp_path):
-    _, info = key
+    info = key[1]
     path = tmp_path / "awx.json"
     path.write_text(json.dumps(info))
     result = resolve(env={"GCE_CREDENTIALS_FILE_PATH": str(path), "GCE_PROJECT": "awx-project"})
@@ -53,7 +53,7 @@ def test_awx_gce_credential_variables_are_enough(key, tmp_path):
 
 
 def test_gcp_variables_come_before_gce_ones(key, tmp_path):
-    _, info = key
+    info = key[1]
     path = tmp_path / "gcp.json"
     path.write_text(json.dumps(info))
     result = resolve(env={"GCP_SERVICE_ACCOUNT_FILE": str(path), "GCE_CREDENTIALS_FILE_PATH": "/nonexistent",
@@ -62,7 +62,7 @@ def test_gcp_variables_come_before_gce_ones(key, tmp_path):
 
 
 def test_project_falls_back_to_the_keys_project(key):
-    _, info = key
+    info = key[1]
     result = resolve({"service_account_contents": json.dumps(info)})
     assert result.project == "key-project"
     assert result.scopes == ["https://www.googleapis.com/auth/compute"]
@@ -117,7 +117,7 @@ def test_service_account_key_is_exchanged_for_a_token_and_used(key):
     api = ComputeApi(authed, resolved.project)
     assert api.call("zones", "get", zone="europe-west1-b") == {"name": "europe-west1-b"}
 
-    token_uri, method, body, _ = http.request_sequence[0]
+    token_uri, method, body = http.request_sequence[0][:3]
     assert (token_uri, method) == (TOKEN_URI, "POST")
     form = parse_qs(body if isinstance(body, str) else body.decode())
     assert form["grant_type"] == ["urn:ietf:params:oauth:grant-type:jwt-bearer"]
@@ -132,13 +132,13 @@ def test_service_account_key_is_exchanged_for_a_token_and_used(key):
     assert payload["iss"] == info["client_email"] and payload["aud"] == TOKEN_URI
     assert payload["scope"] == "https://www.googleapis.com/auth/compute"
 
-    api_uri, _, _, headers = http.request_sequence[1]
+    api_uri, headers = http.request_sequence[1][0], http.request_sequence[1][3]
     assert api_uri.startswith("https://compute.googleapis.com/compute/v1/projects/key-project/zones/europe-west1-b")
     assert headers["authorization"] == "Bearer ya29.lab"
 
 
 def test_refused_credentials_fail_with_a_clear_message(key):
-    _, info = key
+    info = key[1]
     http = HttpMockSequence([({"status": "400", "content-type": "application/json"},
                               json.dumps({"error": "invalid_grant", "error_description": "Invalid JWT Signature."}))])
     resolved = resolve({"service_account_contents": json.dumps(info)})

@@ -1,0 +1,333 @@
+#!/usr/bin/env bash
+# Run the kubeha.gce test stages.
+#
+#   scripts/test.sh              every stage in STAGES order, stopping at the first failure
+#   scripts/test.sh STAGE...     only the named stages (e.g. scripts/test.sh sanity build)
+#   scripts/test.sh --list       list the stages
+#
+# Environment:
+#   KUBEHA_CACHE        cache directory for the virtualenv (see scripts/bootstrap.sh)
+#   KUBEHA_KEEP_TMP=1   keep the temporary work directory for inspection
+#
+# Adding a stage: write a stage_<name> function below and add <name> to STAGES.
+set -euo pipefail
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+COLLECTION_NAMESPACE=kubeha
+COLLECTION_NAME=gce
+PYTHON_VERSION=3.11
+
+# Stages run by default, in order.
+STAGES=(
+    sanity
+    units
+    lint
+    build
+)
+
+log() { printf '[test] %s\n' "$*" >&2; }
+die() { printf '[test] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------
+
+# Copy the working tree (tracked and untracked, non-ignored files, so
+# uncommitted work is tested too) to DEST.
+copy_worktree() {
+    local dest=$1
+    mkdir -p "$dest"
+    if git -C "$REPO_ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        (
+            cd "$REPO_ROOT"
+            git ls-files -z --cached --others --exclude-standard \
+                | while IFS= read -r -d '' path; do
+                    # Skip files deleted from the working tree but still in the index.
+                    if [[ -e $path || -L $path ]]; then
+                        printf '%s\0' "$path"
+                    fi
+                done \
+                | rsync -a --from0 --files-from=- ./ "$dest/"
+        )
+    else
+        rsync -a --exclude=/.git --exclude=/.venv --exclude=/tests/output \
+            --exclude=__pycache__ "$REPO_ROOT/" "$dest/"
+    fi
+}
+
+# Print the path of a copy of the collection under
+# <tmp>/ansible_collections/<namespace>/<name>, creating it on first use.
+# ansible-test resolves real paths, so a symlink into the checkout won't do.
+collection_copy() {
+    local dest=$WORK_DIR/collections/ansible_collections/$COLLECTION_NAMESPACE/$COLLECTION_NAME
+    if [[ ! -d $dest ]]; then
+        log "copying the working tree to $dest"
+        copy_worktree "$dest"
+    fi
+    printf '%s\n' "$dest"
+}
+
+# ansible-test --venv bootstraps pip in each virtualenv with a get-pip.py script
+# downloaded from a host this machine can't reach. Seed its cache with a
+# stand-in that installs pip with ensurepip and the package index instead.
+seed_get_pip() {
+    local pip_version cache_file shim=$REPO_ROOT/scripts/ansible_test_get_pip.py
+    pip_version=$(python - <<'EOF'
+import re
+import types
+
+try:
+    from ansible_test._internal.python_requirements import get_venv_packages
+    print(get_venv_packages(types.SimpleNamespace(version='3.11'))['pip'])
+except Exception:  # fall back to reading the pin from the source
+    import ansible_test._internal as internal
+    with open(internal.__path__[0] + '/python_requirements.py', encoding='utf-8') as source:
+        print(re.search(r"pip='([0-9.]+)'", source.read()).group(1))
+EOF
+    ) || die "could not determine the pip version ansible-test bootstraps"
+    cache_file=$HOME/.ansible/test/cache/get_pip_${pip_version//./_}.py
+    if [[ -f $cache_file ]] && ! grep -q 'kubeha-gce get-pip stand-in' "$cache_file"; then
+        log "using existing $cache_file"
+        return 0
+    fi
+    mkdir -p "$(dirname "$cache_file")"
+    if ! cmp -s "$shim" "$cache_file"; then
+        cp "$shim" "$cache_file"
+        log "seeded $cache_file (pip $pip_version via ensurepip)"
+    fi
+}
+
+# Modules shipped by the collection, derived from plugins/modules/*.py.
+list_modules() {
+    local file name
+    for file in "$REPO_ROOT"/plugins/modules/*.py; do
+        [[ -e $file ]] || continue
+        name=$(basename "$file" .py)
+        [[ $name == __init__ ]] && continue
+        printf '%s\n' "$name"
+    done
+}
+
+# ---------------------------------------------------------------------------
+# Stages: each runs in its own subshell with errexit on; a non-zero exit fails it.
+# ---------------------------------------------------------------------------
+
+stage_sanity() {
+    local collection
+    collection=$(collection_copy)
+    seed_get_pip
+    cd "$collection"
+    ansible-test sanity --venv --python "$PYTHON_VERSION"
+}
+
+stage_units() {
+    local collection
+    collection=$(collection_copy)
+    seed_get_pip
+    cd "$collection"
+    ansible-test units --venv --python "$PYTHON_VERSION" --requirements
+}
+
+stage_lint() {
+    local collection
+    # Let playbooks and roles resolve kubeha.gce.* without installing anything.
+    collection=$(collection_copy)
+    export ANSIBLE_COLLECTIONS_PATH=${collection%/ansible_collections/*}
+    cd "$REPO_ROOT"
+    ansible-lint --offline
+    antsibull-changelog lint
+    antsibull-changelog lint-changelog-yaml changelogs/changelog.yaml
+}
+
+stage_build() {
+    local src=$WORK_DIR/build/src out=$WORK_DIR/build/out installed=$WORK_DIR/build/installed
+    local tarball module listed
+    local -a modules tarballs
+    mapfile -t modules < <(list_modules)
+    [[ ${#modules[@]} -gt 0 ]] || die "no modules found in plugins/modules"
+
+    copy_worktree "$src"
+    mkdir -p "$out" "$installed"
+    ansible-galaxy collection build --output-path "$out" "$src"
+    tarballs=("$out"/"$COLLECTION_NAMESPACE-$COLLECTION_NAME"-*.tar.gz)
+    [[ ${#tarballs[@]} -eq 1 && -f ${tarballs[0]} ]] || die "expected one collection tarball in $out"
+    tarball=${tarballs[0]}
+    ansible-galaxy collection install --offline -p "$installed" "$tarball"
+
+    # Only the installed tarball may satisfy the lookups below.
+    export ANSIBLE_COLLECTIONS_PATH=$installed ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false
+    cd "$WORK_DIR"
+    listed=$(ansible-doc -t module -l "$COLLECTION_NAMESPACE.$COLLECTION_NAME" --json)
+    for module in "${modules[@]}"; do
+        local fqcn=$COLLECTION_NAMESPACE.$COLLECTION_NAME.$module
+        log "ansible-doc $fqcn"
+        ansible-doc -t module "$fqcn" >"$WORK_DIR/build/ansible-doc-$module.txt"
+        ansible-doc -t module --json "$fqcn" | python -c '
+import json, sys
+fqcn = sys.argv[1]
+doc = json.load(sys.stdin).get(fqcn, {}).get("doc") or {}
+if not doc.get("short_description"):
+    sys.exit("ansible-doc returned no documentation for %s" % fqcn)
+' "$fqcn"
+        python -c '
+import json, sys
+if sys.argv[2] not in json.loads(sys.argv[1]):
+    sys.exit("ansible-doc -l does not list %s" % sys.argv[2])
+' "$listed" "$fqcn"
+    done
+    log "built $(basename "$tarball"); documented modules: ${modules[*]}"
+}
+
+# ---------------------------------------------------------------------------
+# Runner
+# ---------------------------------------------------------------------------
+
+declare -A RESULT=() DURATION=()
+RUN_STAGES=()
+BOOTSTRAP_TIME=""
+BOOTSTRAP_RESULT=ok
+WORK_DIR=""
+
+# ansible-test re-executes itself with a clean environment (no TMPDIR), and an
+# interrupted run leaves its /tmp/ansible-test-* directories behind: remember
+# which existed before, and remove the new ones if the run is interrupted.
+declare -A PRE_EXISTING_TMP=()
+INTERRUPTED=0
+
+snapshot_tmp() {
+    local path
+    for path in /tmp/ansible-test-*; do
+        if [[ -e $path ]]; then
+            PRE_EXISTING_TMP[$path]=1
+        fi
+    done
+}
+
+sweep_tmp() {
+    local path
+    for path in /tmp/ansible-test-*; do
+        if [[ -e $path && -O $path && -z ${PRE_EXISTING_TMP[$path]:-} ]]; then
+            rm -rf "$path"
+        fi
+    done
+}
+
+on_signal() {
+    INTERRUPTED=1
+    log "interrupted"
+    exit "$1"
+}
+
+cleanup() {
+    if [[ $INTERRUPTED == 1 ]]; then
+        sweep_tmp
+    fi
+    if [[ -n $WORK_DIR && -d $WORK_DIR ]]; then
+        if [[ ${KUBEHA_KEEP_TMP:-0} == 1 ]]; then
+            log "kept $WORK_DIR"
+        else
+            rm -rf "$WORK_DIR"
+        fi
+    fi
+}
+
+elapsed() {  # elapsed START -> seconds with one decimal
+    awk -v start="$1" -v end="$EPOCHREALTIME" 'BEGIN { printf "%.1f", end - start }'
+}
+
+summary() {
+    local name passed=0 failed=0 skipped=0
+    echo
+    echo "==================== summary ===================="
+    if [[ -n $BOOTSTRAP_TIME ]]; then
+        printf '  %-10s %-8s %8ss\n' bootstrap "$BOOTSTRAP_RESULT" "$BOOTSTRAP_TIME"
+    fi
+    # A failed bootstrap counts as a failed stage.
+    [[ $BOOTSTRAP_RESULT == failed ]] && failed=1
+    for name in "${RUN_STAGES[@]}"; do
+        case ${RESULT[$name]:-skipped} in
+            passed) passed=$((passed + 1)) ;;
+            failed) failed=$((failed + 1)) ;;
+            *) skipped=$((skipped + 1)) ;;
+        esac
+        printf '  %-10s %-8s %8s\n' "$name" "${RESULT[$name]:-skipped}" \
+            "${DURATION[$name]:+${DURATION[$name]}s}"
+    done
+    echo "================================================="
+    if [[ $skipped -gt 0 ]]; then
+        echo "stages: $passed passed, $failed failed, $skipped skipped"
+    else
+        echo "stages: $passed passed, $failed failed"
+    fi
+}
+
+run_stage() {
+    local name=$1 start rc
+    echo
+    echo "==================== stage: $name ===================="
+    start=$EPOCHREALTIME
+    set +e
+    (set -e; "stage_$name") </dev/null
+    rc=$?
+    set -e
+    DURATION[$name]=$(elapsed "$start")
+    if [[ $rc -eq 0 ]]; then
+        RESULT[$name]=passed
+        log "stage $name passed in ${DURATION[$name]}s"
+    else
+        RESULT[$name]=failed
+        log "stage $name FAILED (exit $rc) after ${DURATION[$name]}s"
+    fi
+}
+
+main() {
+    local name start venv
+    case ${1:-} in
+        -h | --help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; return 0 ;;
+        --list) printf '%s\n' "${STAGES[@]}"; return 0 ;;
+        '' | all) RUN_STAGES=("${STAGES[@]}") ;;
+        *) RUN_STAGES=("$@") ;;
+    esac
+    for name in "${RUN_STAGES[@]}"; do
+        declare -F "stage_$name" >/dev/null || die "unknown stage '$name' (stages: ${STAGES[*]})"
+    done
+
+    snapshot_tmp
+    trap cleanup EXIT
+    trap 'on_signal 129' HUP
+    trap 'on_signal 130' INT
+    trap 'on_signal 143' TERM
+
+    start=$EPOCHREALTIME
+    if ! venv=$("$REPO_ROOT/scripts/bootstrap.sh" </dev/null); then
+        BOOTSTRAP_TIME=$(elapsed "$start")
+        BOOTSTRAP_RESULT=failed
+        log "bootstrap FAILED"
+        summary
+        return 1
+    fi
+    BOOTSTRAP_TIME=$(elapsed "$start")
+    export PATH=$venv/bin:$PATH VIRTUAL_ENV=$venv
+    WORK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/kubeha-test.XXXXXX")
+    # Tools' own temporary files go under WORK_DIR too, so an interrupted run
+    # leaves nothing behind.
+    mkdir "$WORK_DIR/tmp"
+    export TMPDIR=$WORK_DIR/tmp
+    log "virtualenv: $venv (ansible-core $(python -c 'from ansible.release import __version__; print(__version__)'))"
+    log "work directory: $WORK_DIR"
+
+    # run_stage must not be called from a conditional context (if, ||, &&):
+    # bash would then ignore errexit inside the stage.
+    local rc=0
+    for name in "${RUN_STAGES[@]}"; do
+        run_stage "$name"
+        if [[ ${RESULT[$name]} != passed ]]; then
+            rc=1
+            break
+        fi
+    done
+    summary
+    return "$rc"
+}
+
+main "$@"
