@@ -334,3 +334,14 @@ def test_bad_input_fails_before_any_api_call(args, message, monkeypatch):
     assert result["failed"] is True
     assert message in result["msg"]
     assert http.calls == []
+
+
+def test_missing_google_libraries_fail_with_what_to_install(monkeypatch):
+    from ansible_collections.kubeha.gce.plugins.module_utils._gce import module as module_utils
+
+    monkeypatch.setattr(module_utils, "missing_libraries", lambda: "Traceback: No module named 'googleapiclient'")
+    with fake_gce([]) as http:
+        result = run(http)
+    assert result["failed"] is True
+    assert "google-api-python-client, google-auth and google-auth-httplib2" in result["msg"]
+    assert http.calls == []
