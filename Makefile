@@ -1,14 +1,19 @@
 # Test entry points for the kubeha.gce collection; see scripts/test.sh.
 SHELL := /bin/bash
 
-.PHONY: test sanity units lint build bootstrap constraints clean-cache
+.PHONY: demo test sanity units lint build lab bootstrap constraints clean-cache
+
+## demo: bring the lab up and run the collection against it (the main job on the lab)
+demo:
+	@scripts/demo.sh
+
 
 ## test: install what the tests need, then run every stage
 test:
 	@scripts/test.sh
 
-## sanity | units | lint | build: run one stage
-sanity units lint build:
+## sanity | units | lint | build | lab: run one stage
+sanity units lint build lab:
 	@scripts/test.sh $@
 
 ## bootstrap: install system packages and the cached virtualenv, print its path

@@ -23,6 +23,7 @@ STAGES=(
     units
     lint
     build
+    lab
 )
 
 log() { printf '[test] %s\n' "$*" >&2; }
@@ -176,6 +177,13 @@ if sys.argv[2] not in json.loads(sys.argv[1]):
 ' "$listed" "$fqcn"
     done
     log "built $(basename "$tarball"); documented modules: ${modules[*]}"
+}
+
+stage_lab() {
+    # The lab's own tests: the Compute API simulator, the lab command line, and
+    # the collection's modules run by ansible-playbook against the lab.
+    cd "$REPO_ROOT/tests/lab"
+    python -m pytest -p no:cacheprovider -ra tests
 }
 
 # ---------------------------------------------------------------------------

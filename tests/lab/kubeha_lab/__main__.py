@@ -1,0 +1,215 @@
+# Copyright (c) kubeha.gce contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The lab's command line: ``tests/lab/lab up|down|status|env|exec -- CMD|shell``.
+
+``up`` creates the lab's network namespace and starts the Compute API
+simulator in it on 127.0.0.1:8089, with a service-account key and an SSH key
+for playbooks. ``exec`` and ``shell`` run commands inside that namespace with
+the environment a playbook needs (``env`` prints it). ``down`` stops what
+``up`` started and removes the namespace; it is safe to run twice and after
+a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import typing as t
+
+PORT = 8089
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+PROJECT = "kubeha-lab"
+
+
+def state_dir() -> str:
+    return os.environ.get("KUBEHA_LAB_STATE", "/var/lib/kubeha-lab")
+
+
+def namespace() -> str:
+    return os.environ.get("KUBEHA_LAB_NS", "kubeha-lab")
+
+
+def _path(*parts: str) -> str:
+    return os.path.join(state_dir(), *parts)
+
+
+def _run(command: list[str], check: bool = True, **kwargs: t.Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, check=check, text=True, capture_output=True, **kwargs)
+
+
+def _namespace_exists() -> bool:
+    return namespace() in _run(["ip", "netns", "list"]).stdout.split()
+
+
+def _pid(name: str) -> int | None:
+    try:
+        with open(_path("%s.pid" % name), encoding="utf-8") as handle:
+            pid = int(handle.read().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        with open("/proc/%d/stat" % pid, encoding="utf-8") as handle:
+            state = handle.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+    # A killed process whose parent is gone may linger as a zombie: it is not running.
+    return None if state in ("Z", "X") else pid
+
+
+def _in_namespace(command: list[str]) -> list[str]:
+    return ["ip", "netns", "exec", namespace()] + command
+
+
+def environment() -> dict[str, str]:
+    """What a playbook in the lab needs: the endpoint, GCP_* credentials, the project, the SSH key."""
+    return {
+        "KUBEHA_GCE_API_ENDPOINT": "http://127.0.0.1:%d/compute/v1/" % PORT,
+        "GCP_AUTH_KIND": "serviceaccount",
+        "GCP_SERVICE_ACCOUNT_FILE": _path("deployer.json"),
+        "GCP_PROJECT": PROJECT,
+        "KUBEHA_LAB_SSH_KEY": _path("ssh", "id_ed25519"),
+        "KUBEHA_LAB_NS": namespace(),
+        # The collection of this checkout, so kubeha.gce.* resolves without installing it.
+        "ANSIBLE_COLLECTIONS_PATH": os.pathsep.join(p for p in (_path("collections"), os.environ.get("ANSIBLE_COLLECTIONS_PATH")) if p),
+    }
+
+
+def _control(method: str, path: str, body: t.Any = None) -> t.Any:
+    """Call the control API from inside the namespace (this process is outside it)."""
+    script = ("import json,sys,urllib.request as u;"
+              "r=u.Request(sys.argv[1],data=sys.argv[3].encode() or None,method=sys.argv[2],"
+              "headers={'Content-Type':'application/json'});"
+              "print(u.urlopen(r,timeout=10).read().decode())")
+    url = "http://127.0.0.1:%d/_lab/%s" % (PORT, path)
+    done = _run(_in_namespace([sys.executable, "-c", script, url, method, json.dumps(body) if body is not None else ""]),
+                check=False)
+    if done.returncode != 0:
+        raise RuntimeError("control API %s %s failed: %s" % (method, path, done.stderr.strip().splitlines()[-1:]))
+    return json.loads(done.stdout or "{}")
+
+
+def up(_args: argparse.Namespace) -> int:
+    os.makedirs(_path("sim"), exist_ok=True)
+    if not _namespace_exists():
+        _run(["ip", "netns", "add", namespace()])
+    _run(_in_namespace(["ip", "link", "set", "lo", "up"]))
+    if _pid("simulator") is None:
+        log = open(_path("simulator.log"), "a", encoding="utf-8")  # pylint: disable=consider-using-with
+        package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ, PYTHONPATH=package_root)
+        process = subprocess.Popen(  # pylint: disable=consider-using-with
+            _in_namespace([sys.executable, "-m", "kubeha_lab.sim", "--state", _path("sim", "state.json"),
+                           "--port", str(PORT), "--project", PROJECT]),
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        with open(_path("simulator.pid"), "w", encoding="utf-8") as handle:
+            handle.write(str(process.pid))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                _control("GET", "health")
+                break
+            except RuntimeError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    print("the simulator did not start; see %s" % _path("simulator.log"), file=sys.stderr)
+                    return 1
+                time.sleep(0.2)
+    if not os.path.exists(_path("deployer.json")):
+        key = _control("POST", "service-accounts", {"name": "deployer"})
+        fd = os.open(_path("deployer.json"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(key, handle)
+    link = _path("collections", "ansible_collections", "kubeha", "gce")
+    if not os.path.islink(link):
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        os.symlink(REPO, link)
+    if not os.path.exists(_path("ssh", "id_ed25519")):
+        os.makedirs(_path("ssh"), mode=0o700, exist_ok=True)
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kubeha-lab", "-f", _path("ssh", "id_ed25519")])
+    print("lab is up: Compute API on http://127.0.0.1:%d/compute/v1/ in network namespace %s, project %s"
+          % (PORT, namespace(), PROJECT))
+    print("run playbooks with: tests/lab/lab exec -- ansible-playbook ...")
+    return 0
+
+
+def down(_args: argparse.Namespace) -> int:
+    pid = _pid("simulator")
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while _pid("simulator") is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _pid("simulator") is not None:
+            os.kill(pid, signal.SIGKILL)
+    if os.path.exists(_path("simulator.pid")):
+        os.unlink(_path("simulator.pid"))
+    if _namespace_exists():
+        _run(["ip", "netns", "delete", namespace()])
+    print("lab is down (state kept in %s; remove it to start afresh)" % state_dir())
+    return 0
+
+
+def status(_args: argparse.Namespace) -> int:
+    running = _pid("simulator") is not None and _namespace_exists()
+    print("namespace %s: %s" % (namespace(), "present" if _namespace_exists() else "absent"))
+    print("simulator: %s" % ("running (pid %d)" % _pid("simulator") if _pid("simulator") else "stopped"))
+    if running:
+        network = _control("GET", "network")
+        for instance in network["instances"]:
+            print("  instance %-30s %-16s %-12s internal %-15s external %s" % (
+                instance["name"], instance["zone"], instance["status"], instance["internal_ip"], instance["nat_ip"] or "-"))
+        for rule in network["forwarding_rules"]:
+            print("  forwarding rule %-23s %s -> %s" % (rule["name"], rule["ip"], ", ".join(m["name"] for m in rule["members"])))
+    return 0 if running else 3
+
+
+def env(_args: argparse.Namespace) -> int:
+    for key, value in environment().items():
+        print("export %s=%s" % (key, shlex.quote(value)))
+    return 0
+
+
+def execute(args: argparse.Namespace) -> int:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        print("usage: lab exec -- COMMAND [ARG...]", file=sys.stderr)
+        return 2
+    if not _namespace_exists():
+        print("the lab is not up: run tests/lab/lab up", file=sys.stderr)
+        return 1
+    full_env = dict(os.environ, **environment())
+    return subprocess.call(_in_namespace(command), env=full_env)
+
+
+def shell(args: argparse.Namespace) -> int:
+    args.command = [os.environ.get("SHELL", "/bin/bash")]
+    return execute(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tests/lab/lab", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="what", required=True)
+    commands.add_parser("up", help="start the lab").set_defaults(func=up)
+    commands.add_parser("down", help="stop the lab and remove what it created").set_defaults(func=down)
+    commands.add_parser("status", help="show the lab and its instances").set_defaults(func=status)
+    commands.add_parser("env", help="print the environment a playbook needs").set_defaults(func=env)
+    run = commands.add_parser("exec", help="run a command inside the lab")
+    run.add_argument("command", nargs=argparse.REMAINDER)
+    run.set_defaults(func=execute)
+    commands.add_parser("shell", help="a shell inside the lab").set_defaults(func=shell)
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("the lab needs root (network namespaces)", file=sys.stderr)
+        return 1
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+# Copyright (c) kubeha.gce contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Fault injection and the request log.
+
+Faults are set through the control API as one JSON document::
+
+    {"seed": 7,
+     "errors": {"compute.instances.insert": {"rate": 0.3, "status": 503}, "*": {"rate": 0.1, "status": 500}},
+     "rate_limit": {"per_second": 5},
+     "fail_operations": {"compute.disks.insert": {"count": 1, "code": "QUOTA_EXCEEDED", "message": "..."}},
+     "latency": {"compute.instances.get": 0.5, "*": 0.01}}
+
+An error rate answers that share of matching calls with the status (429, 500 or
+503, in GCE's shape); the rate limit answers 403 rateLimitExceeded beyond that
+many calls in any second, as GCE does per project; a failed operation ends DONE
+with the given error; latency delays the answer.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+import threading
+import time
+import typing as t
+
+from kubeha_lab.sim.errors import ApiError
+
+REASONS = {429: "rateLimitExceeded", 500: "backendError", 502: "badGateway", 503: "backendError"}
+MESSAGES = {429: "Rate Limit Exceeded", 500: "Internal error. Please try again or contact Google Support.",
+            502: "Bad Gateway", 503: "The service is currently unavailable."}
+LOG_LIMIT = 100000
+
+
+class Faults:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.config: dict[str, t.Any] = {}
+        self.random = random.Random()
+        self.recent: collections.deque[float] = collections.deque()
+        self.log: list[dict[str, t.Any]] = []
+
+    def set(self, config: dict[str, t.Any]) -> None:
+        for status in (spec.get("status") for spec in (config.get("errors") or {}).values()):
+            if status not in REASONS:
+                raise ValueError("error status must be one of %s" % sorted(REASONS))
+        with self.lock:
+            self.config = config
+            self.random = random.Random(config.get("seed"))
+            self.recent.clear()
+
+    def _for(self, table: str, method: str) -> t.Any:
+        entries = self.config.get(table) or {}
+        return entries.get(method, entries.get("*"))
+
+    def before_call(self, method: str) -> None:
+        """Delay and maybe fail an API call, before it does anything."""
+        with self.lock:
+            delay = self._for("latency", method) or 0
+            error = self._for("errors", method)
+            fail = bool(error) and self.random.random() < float(error.get("rate", 0))
+            limit = (self.config.get("rate_limit") or {}).get("per_second")
+            limited = False
+            if limit:
+                now = time.monotonic()
+                while self.recent and self.recent[0] < now - 1:
+                    self.recent.popleft()
+                limited = len(self.recent) >= limit
+                if not limited:
+                    self.recent.append(now)
+        if delay:
+            time.sleep(float(delay))
+        if limited:
+            raise ApiError(403, "rateLimitExceeded", "Rate Limit Exceeded")
+        if fail:
+            status = int(error.get("status", 503))
+            raise ApiError(status, REASONS[status], MESSAGES[status])
+
+    def operation_failure(self, method: str) -> tuple[str, str] | None:
+        """(code, message) when this operation is to fail."""
+        with self.lock:
+            spec = self._for("fail_operations", method)
+            if not spec or spec.get("count", 1) == 0:
+                return None
+            if spec.get("count", 1) > 0:
+                spec["count"] = spec.get("count", 1) - 1
+            return spec.get("code", "INTERNAL_ERROR"), spec.get("message", "Internal error (injected by the lab).")
+
+    def record(self, entry: dict[str, t.Any]) -> None:
+        with self.lock:
+            self.log.append(entry)
+            if len(self.log) > LOG_LIMIT:
+                del self.log[: len(self.log) - LOG_LIMIT]
+
+    def requests(self) -> list[dict[str, t.Any]]:
+        with self.lock:
+            return list(self.log)
+
+    def clear_log(self) -> None:
+        with self.lock:
+            self.log.clear()

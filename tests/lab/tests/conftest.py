@@ -1,0 +1,103 @@
+# Copyright (c) kubeha.gce contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Fixtures for the lab's own tests: a simulator in this process, and clients of it."""
+
+from __future__ import annotations
+
+import json
+import os
+import typing as t
+import urllib.request
+
+import google.oauth2.service_account
+import google_auth_httplib2
+import httplib2
+import pytest
+from googleapiclient import discovery
+
+from kubeha_lab.sim.operations import Timing
+from kubeha_lab.sim.server import Simulator, serve
+
+PROJECT = "kubeha-lab"
+ZONE = "europe-west1-b"
+
+
+class Lab:
+    """A running simulator and what a test needs to talk to it."""
+
+    def __init__(self, state_path: str, timing: Timing) -> None:
+        self.state_path = state_path
+        self.timing = timing
+        self.sim: Simulator | None = None
+        self.server: t.Any = None
+        self.key: dict[str, t.Any] = {}
+        self.port = 0
+        self.start()
+
+    def start(self) -> None:
+        self.sim = Simulator(self.state_path, timing=self.timing)
+        self.server, _thread = serve(self.sim, port=self.port)
+        self.port = self.server.server_address[1]
+        self.endpoint = "http://127.0.0.1:%d/compute/v1/" % self.server.server_address[1]
+        self.base = "http://127.0.0.1:%d" % self.server.server_address[1]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def restart(self) -> None:
+        """Stop the simulator and start a new one on the same state file and port."""
+        self.stop()
+        self.start()
+
+    def new_key(self, name: str = "deployer") -> dict[str, t.Any]:
+        return self.control("POST", "service-accounts", {"name": name})
+
+    def control(self, method: str, path: str, body: t.Any = None) -> t.Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request("%s/_lab/%s" % (self.base, path), data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as answer:  # nosec - loopback only
+            return json.loads(answer.read() or b"{}")
+
+    def client(self, key: dict[str, t.Any] | None = None) -> t.Any:
+        key = key or self.key or self.new_key()
+        self.key = key
+        credentials = google.oauth2.service_account.Credentials.from_service_account_info(
+            key, scopes=["https://www.googleapis.com/auth/compute"])
+        http = google_auth_httplib2.AuthorizedHttp(credentials, http=httplib2.Http(timeout=30))
+        return discovery.build("compute", "v1", http=http, static_discovery=True, cache_discovery=False,
+                               client_options={"api_endpoint": self.endpoint})
+
+    def requests(self) -> list[dict[str, t.Any]]:
+        return self.control("GET", "requests")["requests"]
+
+    def mutating(self) -> list[str]:
+        """API methods called since the log was last cleared that change something."""
+        reads = (".get", ".list", ".aggregatedList", ".wait", ".getFromFamily", ".getHealth", ".listInstances")
+        return [r["method"] for r in self.requests()
+                if r["method"].startswith("compute.") and not r["method"].endswith(reads)]
+
+
+@pytest.fixture
+def lab(tmp_path: t.Any) -> t.Iterator[Lab]:
+    running = Lab(os.path.join(str(tmp_path), "state.json"), Timing(pending=0.02, running=0.1, wait_limit=5))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def compute(lab: Lab) -> t.Any:
+    return lab.client()
+
+
+def wait(compute: t.Any, op: dict[str, t.Any]) -> dict[str, t.Any]:
+    """Wait for an operation in its own scope, as a client would."""
+    name = op["name"]
+    if "zone" in op:
+        return compute.zoneOperations().wait(project=PROJECT, zone=op["zone"].rsplit("/", 1)[-1], operation=name).execute()
+    if "region" in op:
+        return compute.regionOperations().wait(project=PROJECT, region=op["region"].rsplit("/", 1)[-1],
+                                               operation=name).execute()
+    return compute.globalOperations().wait(project=PROJECT, operation=name).execute()

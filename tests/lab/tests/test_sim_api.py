@@ -1,0 +1,448 @@
+# Copyright (c) kubeha.gce contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The Compute API simulator, through google-api-python-client as any client would use it."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from googleapiclient.errors import HttpError
+
+from conftest import PROJECT, ZONE, wait
+
+DISK_TYPE = "zones/%s/diskTypes/pd-ssd" % ZONE
+IMAGE = "projects/debian-cloud/global/images/family/debian-12"
+
+
+def error_of(exc: HttpError) -> tuple[int, str, str]:
+    body = json.loads(exc.content)["error"]
+    return body["code"], body["errors"][0]["reason"], body["message"]
+
+
+def instance_body(name="k-master", disks=None, nat_ip=None, **extra):
+    access = {"type": "ONE_TO_ONE_NAT", "name": "External NAT"}
+    if nat_ip:
+        access["natIP"] = nat_ip
+    body = {
+        "name": name,
+        "machineType": "zones/%s/machineTypes/e2-standard-2" % ZONE,
+        "disks": [{"boot": True, "autoDelete": True, "initializeParams": {"sourceImage": IMAGE, "diskSizeGb": "20"}}]
+        + (disks or []),
+        "networkInterfaces": [{"network": "global/networks/default", "accessConfigs": [access]}],
+        "labels": {"kubeha-cluster": "k", "kubeha-role": "master"},
+        "metadata": {"items": [{"key": "a", "value": "1"}]},
+        "tags": {"items": ["k-master"]},
+    }
+    body.update(extra)
+    return body
+
+
+def create_disk(compute, name="k-master-pd", size="20"):
+    return wait(compute, compute.disks().insert(project=PROJECT, zone=ZONE, body={
+        "name": name, "sizeGb": size, "type": DISK_TYPE, "labels": {"kubeha-cluster": "k"}}).execute())
+
+
+def create_instance(compute, **kw):
+    return wait(compute, compute.instances().insert(project=PROJECT, zone=ZONE, body=instance_body(**kw)).execute())
+
+
+# -- catalog ------------------------------------------------------------------------------------------
+
+def test_regions_have_several_zones_and_images_resolve_families(compute):
+    regions = compute.regions().list(project=PROJECT).execute()["items"]
+    assert len(regions) >= 5
+    assert all(len(r["zones"]) >= 3 for r in regions)
+    zone = compute.zones().get(project=PROJECT, zone="europe-west1-c").execute()
+    assert zone["status"] == "UP" and zone["region"].endswith("/regions/europe-west1")
+    image = compute.images().getFromFamily(project="debian-cloud", family="debian-12").execute()
+    assert image["family"] == "debian-12" and image["status"] == "READY"
+    with pytest.raises(HttpError) as caught:
+        compute.zones().get(project=PROJECT, zone="europe-west1-z").execute()
+    assert caught.value.resp.status == 404
+
+
+# -- validation ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("body, message", [
+    ({"name": "d", "sizeGb": "20", "colour": "red"}, 'Unknown name "colour" at \'resource\''),
+    ({"sizeGb": "20"}, "Required field 'resource.name' not specified"),
+    ({"name": "Bad_Name"}, "Invalid value for field 'resource.name': 'Bad_Name'"),
+    ({"name": "d", "sizeGb": "big"}, "Invalid value at 'resource.sizeGb' (TYPE_INT64)"),
+    ({"name": "d", "sizeGb": "5"}, "Disk size cannot be smaller than 10 GB"),
+    ({"name": "d", "type": "zones/europe-west1-c/diskTypes/pd-ssd"}, "Resource must be in zone europe-west1-b"),
+    ({"name": "d", "labels": {"Team": "x"}}, "Invalid value for field 'resource.labels'"),
+])
+def test_bad_bodies_are_400_in_gces_shape(compute, body, message):
+    with pytest.raises(HttpError) as caught:
+        compute.disks().insert(project=PROJECT, zone=ZONE, body=body).execute()
+    status, reason, text = error_of(caught.value)
+    assert status == 400 and reason == "invalid"
+    assert message in text
+
+
+def test_nested_unknown_field_is_named_with_its_path(compute):
+    body = instance_body()
+    body["networkInterfaces"][0]["accessConfigs"][0]["publicIp"] = "1.2.3.4"
+    with pytest.raises(HttpError) as caught:
+        compute.instances().insert(project=PROJECT, zone=ZONE, body=body).execute()
+    assert "Unknown name \"publicIp\" at 'resource.networkInterfaces[0].accessConfigs[0]'" in error_of(caught.value)[2]
+
+
+def test_unknown_query_parameter_is_refused(lab, compute):
+    request = compute.instances().list(project=PROJECT, zone=ZONE)
+    request.uri += "&colour=red"
+    with pytest.raises(HttpError) as caught:
+        request.execute()
+    assert caught.value.resp.status == 400
+
+
+def test_unknown_machine_type_and_missing_boot_disk(compute):
+    with pytest.raises(HttpError) as caught:
+        compute.instances().insert(project=PROJECT, zone=ZONE, body=instance_body(
+            machineType="zones/%s/machineTypes/e2-huge" % ZONE)).execute()
+    assert "Machine type with name 'e2-huge' does not exist" in error_of(caught.value)[2]
+    body = instance_body()
+    body["disks"][0]["boot"] = False
+    with pytest.raises(HttpError) as caught:
+        compute.instances().insert(project=PROJECT, zone=ZONE, body=body).execute()
+    assert "Exactly one boot disk" in error_of(caught.value)[2]
+
+
+# -- resources and the rules of real life ------------------------------------------------------------
+
+def test_instance_gets_addresses_disks_and_labels(compute):
+    create_disk(compute)
+    create_instance(compute, disks=[{"source": "zones/%s/disks/k-master-pd" % ZONE, "deviceName": "master-pd"}])
+    instance = compute.instances().get(project=PROJECT, zone=ZONE, instance="k-master").execute()
+    assert instance["status"] == "RUNNING"
+    nic = instance["networkInterfaces"][0]
+    assert nic["networkIP"].startswith("10.132.0.")
+    assert nic["accessConfigs"][0]["natIP"].startswith("203.0.113.")
+    assert [d["deviceName"] for d in instance["disks"]] == ["persistent-disk-0", "master-pd"]
+    assert instance["labelFingerprint"] and instance["metadata"]["fingerprint"] and instance["tags"]["fingerprint"]
+    boot = compute.disks().get(project=PROJECT, zone=ZONE, disk="k-master").execute()
+    assert boot["users"] == [instance["selfLink"]] and boot["sourceImage"].endswith("debian-12-bookworm-v20251111")
+    found = compute.instances().aggregatedList(
+        project=PROJECT, filter='(labels.kubeha-cluster = "k") AND (labels.kubeha-role = "master")').execute()
+    assert [i["name"] for i in found["items"]["zones/%s" % ZONE]["instances"]] == ["k-master"]
+    assert "warning" in found["items"]["zones/us-east1-b"]
+    none = compute.instances().aggregatedList(project=PROJECT, filter='labels.kubeha-cluster = "other"').execute()
+    assert all("instances" not in scope for scope in none["items"].values())
+
+
+def test_already_exists_and_not_found(compute):
+    create_disk(compute)
+    with pytest.raises(HttpError) as caught:
+        compute.disks().insert(project=PROJECT, zone=ZONE, body={"name": "k-master-pd", "type": DISK_TYPE}).execute()
+    assert error_of(caught.value)[:2] == (409, "alreadyExists")
+    with pytest.raises(HttpError) as caught:
+        compute.disks().get(project=PROJECT, zone=ZONE, disk="nope").execute()
+    assert error_of(caught.value) == (404, "notFound", "The resource 'projects/kubeha-lab/zones/europe-west1-b/disks/nope' "
+                                                       "was not found")
+
+
+def test_attached_disk_and_used_address_cannot_be_deleted(compute):
+    address = wait(compute, compute.addresses().insert(project=PROJECT, region="europe-west1",
+                                                       body={"name": "k-master-ip"}).execute())
+    assert address["status"] == "DONE"
+    ip = compute.addresses().get(project=PROJECT, region="europe-west1", address="k-master-ip").execute()["address"]
+    create_disk(compute)
+    create_instance(compute, nat_ip=ip, disks=[{"source": "zones/%s/disks/k-master-pd" % ZONE, "deviceName": "master-pd"}])
+    used = compute.addresses().get(project=PROJECT, region="europe-west1", address="k-master-ip").execute()
+    assert used["status"] == "IN_USE" and used["users"][0].endswith("/instances/k-master")
+    for call in (compute.addresses().delete(project=PROJECT, region="europe-west1", address="k-master-ip"),
+                 compute.disks().delete(project=PROJECT, zone=ZONE, disk="k-master-pd")):
+        with pytest.raises(HttpError) as caught:
+            call.execute()
+        assert error_of(caught.value)[:2] == (400, "resourceInUseByAnotherResource")
+    # A second instance cannot take the address or the disk.
+    with pytest.raises(HttpError) as caught:
+        compute.instances().insert(project=PROJECT, zone=ZONE, body=instance_body("other", nat_ip=ip)).execute()
+    assert "already being used by" in error_of(caught.value)[2]
+    # Deleting the instance frees both; the data disk (autoDelete false) stays, the boot disk goes.
+    wait(compute, compute.instances().delete(project=PROJECT, zone=ZONE, instance="k-master").execute())
+    assert compute.addresses().get(project=PROJECT, region="europe-west1", address="k-master-ip").execute()["status"] == "RESERVED"
+    assert compute.disks().get(project=PROJECT, zone=ZONE, disk="k-master-pd").execute()["users"] == []
+    with pytest.raises(HttpError):
+        compute.disks().get(project=PROJECT, zone=ZONE, disk="k-master").execute()
+
+
+def test_regions_and_zones_of_related_resources_must_agree(compute):
+    wait(compute, compute.addresses().insert(project=PROJECT, region="us-east1", body={"name": "far"}).execute())
+    ip = compute.addresses().get(project=PROJECT, region="us-east1", address="far").execute()["address"]
+    with pytest.raises(HttpError) as caught:
+        compute.instances().insert(project=PROJECT, zone=ZONE, body=instance_body(nat_ip=ip)).execute()
+    assert "was not found in region 'europe-west1'" in error_of(caught.value)[2]
+    wait(compute, compute.disks().insert(project=PROJECT, zone="europe-west1-c", body={
+        "name": "elsewhere", "type": "zones/europe-west1-c/diskTypes/pd-ssd"}).execute())
+    with pytest.raises(HttpError) as caught:
+        create_instance(compute, disks=[{"source": "zones/europe-west1-c/disks/elsewhere"}])
+    assert "same zone" in error_of(caught.value)[2]
+
+
+def test_fingerprints_guard_metadata_labels_and_tags(compute):
+    create_instance(compute)
+    instance = compute.instances().get(project=PROJECT, zone=ZONE, instance="k-master").execute()
+    stale = instance["metadata"]["fingerprint"]
+    wait(compute, compute.instances().setMetadata(project=PROJECT, zone=ZONE, instance="k-master", body={
+        "fingerprint": stale, "items": [{"key": "a", "value": "2"}]}).execute())
+    updated = compute.instances().get(project=PROJECT, zone=ZONE, instance="k-master").execute()
+    assert updated["metadata"]["items"] == [{"key": "a", "value": "2"}]
+    assert updated["metadata"]["fingerprint"] != stale
+    calls = [
+        compute.instances().setMetadata(project=PROJECT, zone=ZONE, instance="k-master", body={"fingerprint": stale, "items": []}),
+        compute.instances().setLabels(project=PROJECT, zone=ZONE, instance="k-master",
+                                      body={"labelFingerprint": "AAAAAAAAAAA=", "labels": {}}),
+        compute.instances().setTags(project=PROJECT, zone=ZONE, instance="k-master", body={"fingerprint": "x", "items": []}),
+        compute.instances().setMetadata(project=PROJECT, zone=ZONE, instance="k-master", body={"items": []}),
+    ]
+    for call in calls:
+        with pytest.raises(HttpError) as caught:
+            call.execute()
+        assert error_of(caught.value)[:2] == (412, "conditionNotMet")
+
+
+def test_operations_move_from_pending_to_done_and_wait_blocks(lab, compute):
+    lab.control("PUT", "timing", {"pending": 0.3, "running": 0.6})
+    op = compute.disks().insert(project=PROJECT, zone=ZONE, body={"name": "slow", "type": DISK_TYPE}).execute()
+    assert op["status"] == "PENDING" and op["operationType"] == "insert"
+    assert op["targetLink"].endswith("/zones/europe-west1-b/disks/slow")
+    time.sleep(0.5)
+    assert compute.zoneOperations().get(project=PROJECT, zone=ZONE, operation=op["name"]).execute()["status"] == "RUNNING"
+    started = time.monotonic()
+    done = compute.zoneOperations().wait(project=PROJECT, zone=ZONE, operation=op["name"]).execute()
+    assert done["status"] == "DONE" and time.monotonic() - started > 0.1
+    assert "error" not in done and done["progress"] == 100
+    listed = compute.zoneOperations().list(project=PROJECT, zone=ZONE).execute()["items"]
+    assert op["name"] in [o["name"] for o in listed]
+
+
+def test_wait_returns_before_done_at_its_limit(lab, compute):
+    lab.control("PUT", "timing", {"running": 3, "wait_limit": 0.5})
+    op = compute.disks().insert(project=PROJECT, zone=ZONE, body={"name": "slower", "type": DISK_TYPE}).execute()
+    answer = compute.zoneOperations().wait(project=PROJECT, zone=ZONE, operation=op["name"]).execute()
+    assert answer["status"] in ("PENDING", "RUNNING")
+
+
+def test_regional_and_global_operations_have_their_scope(compute):
+    op = compute.addresses().insert(project=PROJECT, region="europe-west1", body={"name": "r"}).execute()
+    assert op["region"].endswith("/regions/europe-west1") and "zone" not in op
+    assert wait(compute, op)["status"] == "DONE"
+    op = compute.firewalls().insert(project=PROJECT, body={"name": "k-master-https", "allowed": [
+        {"IPProtocol": "tcp", "ports": ["443"]}], "targetTags": ["k-master"]}).execute()
+    assert "zone" not in op and "region" not in op
+    assert wait(compute, op)["status"] == "DONE"
+    firewall = compute.firewalls().get(project=PROJECT, firewall="k-master-https").execute()
+    assert firewall["sourceRanges"] == ["0.0.0.0/0"] and firewall["direction"] == "INGRESS" and firewall["priority"] == 1000
+
+
+def test_load_balancer_resources_and_health(lab, compute):
+    create_instance(compute)
+    wait(compute, compute.addresses().insert(project=PROJECT, region="europe-west1", body={"name": "k-master-ip"}).execute())
+    ip = compute.addresses().get(project=PROJECT, region="europe-west1", address="k-master-ip").execute()["address"]
+    wait(compute, compute.regionHealthChecks().insert(project=PROJECT, region="europe-west1", body={
+        "name": "k-master-hc", "type": "HTTPS", "httpsHealthCheck": {"port": 443, "requestPath": "/readyz"}}).execute())
+    wait(compute, compute.instanceGroups().insert(project=PROJECT, zone=ZONE, body={"name": "k-master-b"}).execute())
+    wait(compute, compute.instanceGroups().addInstances(project=PROJECT, zone=ZONE, instanceGroup="k-master-b", body={
+        "instances": [{"instance": "zones/%s/instances/k-master" % ZONE}]}).execute())
+    wait(compute, compute.regionBackendServices().insert(project=PROJECT, region="europe-west1", body={
+        "name": "k-master", "protocol": "TCP", "loadBalancingScheme": "EXTERNAL",
+        "healthChecks": ["regions/europe-west1/healthChecks/k-master-hc"],
+        "backends": [{"group": "zones/%s/instanceGroups/k-master-b" % ZONE}]}).execute())
+    wait(compute, compute.forwardingRules().insert(project=PROJECT, region="europe-west1", body={
+        "name": "k-master", "IPAddress": ip, "IPProtocol": "TCP", "ports": ["443"],
+        "backendService": "regions/europe-west1/backendServices/k-master"}).execute())
+    address = compute.addresses().get(project=PROJECT, region="europe-west1", address="k-master-ip").execute()
+    assert address["users"][0].endswith("/forwardingRules/k-master")
+    health = compute.regionBackendServices().getHealth(project=PROJECT, region="europe-west1", backendService="k-master",
+                                                       body={"group": "zones/%s/instanceGroups/k-master-b" % ZONE}).execute()
+    assert [h["healthState"] for h in health["healthStatus"]] == ["HEALTHY"]
+    network = lab.control("GET", "network")
+    assert network["forwarding_rules"][0]["ip"] == ip
+    assert [m["name"] for m in network["forwarding_rules"][0]["members"]] == ["k-master"]
+    lab.control("POST", "zones/%s/instances/k-master/crash" % ZONE)
+    health = compute.regionBackendServices().getHealth(project=PROJECT, region="europe-west1", backendService="k-master",
+                                                       body={"group": "zones/%s/instanceGroups/k-master-b" % ZONE}).execute()
+    assert [h["healthState"] for h in health["healthStatus"]] == ["UNHEALTHY"]
+    # What is referenced cannot be deleted before what refers to it.
+    for call in (compute.regionBackendServices().delete(project=PROJECT, region="europe-west1", backendService="k-master"),
+                 compute.instanceGroups().delete(project=PROJECT, zone=ZONE, instanceGroup="k-master-b"),
+                 compute.regionHealthChecks().delete(project=PROJECT, region="europe-west1", healthCheck="k-master-hc"),
+                 compute.addresses().delete(project=PROJECT, region="europe-west1", address="k-master-ip")):
+        with pytest.raises(HttpError) as caught:
+            call.execute()
+        assert error_of(caught.value)[:2] == (400, "resourceInUseByAnotherResource")
+    stale = compute.regionBackendServices().get(project=PROJECT, region="europe-west1", backendService="k-master").execute()
+    wait(compute, compute.regionBackendServices().patch(project=PROJECT, region="europe-west1", backendService="k-master",
+                                                        body={"fingerprint": stale["fingerprint"], "backends": []}).execute())
+    with pytest.raises(HttpError) as caught:
+        compute.regionBackendServices().patch(project=PROJECT, region="europe-west1", backendService="k-master",
+                                              body={"fingerprint": stale["fingerprint"], "backends": []}).execute()
+    assert error_of(caught.value)[:2] == (412, "conditionNotMet")
+
+
+def test_target_pool_members_and_health_checks(lab, compute):
+    create_instance(compute)
+    wait(compute, compute.httpHealthChecks().insert(project=PROJECT, body={"name": "k-master-hc", "port": 8080}).execute())
+    wait(compute, compute.targetPools().insert(project=PROJECT, region="europe-west1", body={"name": "k-master"}).execute())
+    wait(compute, compute.targetPools().addInstance(project=PROJECT, region="europe-west1", targetPool="k-master", body={
+        "instances": [{"instance": "zones/%s/instances/k-master" % ZONE}]}).execute())
+    wait(compute, compute.targetPools().addHealthCheck(project=PROJECT, region="europe-west1", targetPool="k-master", body={
+        "healthChecks": [{"healthCheck": "global/httpHealthChecks/k-master-hc"}]}).execute())
+    pool = compute.targetPools().get(project=PROJECT, region="europe-west1", targetPool="k-master").execute()
+    assert pool["instances"][0].endswith("/instances/k-master") and pool["healthChecks"][0].endswith("/k-master-hc")
+    health = compute.targetPools().getHealth(project=PROJECT, region="europe-west1", targetPool="k-master", body={
+        "instance": "zones/%s/instances/k-master" % ZONE}).execute()
+    assert health["healthStatus"][0]["healthState"] == "HEALTHY"
+    wait(compute, compute.instances().delete(project=PROJECT, zone=ZONE, instance="k-master").execute())
+    # A deleted instance leaves the pools it was in.
+    pool = compute.targetPools().get(project=PROJECT, region="europe-west1", targetPool="k-master").execute()
+    assert pool.get("instances", []) == []
+
+
+def test_stop_start_reset(compute):
+    create_instance(compute)
+    wait(compute, compute.instances().stop(project=PROJECT, zone=ZONE, instance="k-master").execute())
+    stopped = compute.instances().get(project=PROJECT, zone=ZONE, instance="k-master").execute()
+    assert stopped["status"] == "TERMINATED"
+    assert "natIP" not in stopped["networkInterfaces"][0]["accessConfigs"][0]
+    wait(compute, compute.instances().start(project=PROJECT, zone=ZONE, instance="k-master").execute())
+    started = compute.instances().get(project=PROJECT, zone=ZONE, instance="k-master").execute()
+    assert started["status"] == "RUNNING" and started["networkInterfaces"][0]["accessConfigs"][0]["natIP"]
+    wait(compute, compute.instances().reset(project=PROJECT, zone=ZONE, instance="k-master").execute())
+    assert compute.instances().get(project=PROJECT, zone=ZONE, instance="k-master").execute()["status"] == "RUNNING"
+
+
+def test_access_configs_and_disks_change_in_place(compute):
+    create_disk(compute)
+    create_instance(compute)
+    wait(compute, compute.instances().deleteAccessConfig(project=PROJECT, zone=ZONE, instance="k-master",
+                                                         accessConfig="External NAT", networkInterface="nic0").execute())
+    instance = compute.instances().get(project=PROJECT, zone=ZONE, instance="k-master").execute()
+    assert "accessConfigs" not in instance["networkInterfaces"][0]
+    wait(compute, compute.instances().addAccessConfig(project=PROJECT, zone=ZONE, instance="k-master", networkInterface="nic0",
+                                                      body={"name": "External NAT", "type": "ONE_TO_ONE_NAT"}).execute())
+    wait(compute, compute.instances().attachDisk(project=PROJECT, zone=ZONE, instance="k-master", body={
+        "source": "zones/%s/disks/k-master-pd" % ZONE, "deviceName": "master-pd"}).execute())
+    instance = compute.instances().get(project=PROJECT, zone=ZONE, instance="k-master").execute()
+    assert instance["networkInterfaces"][0]["accessConfigs"][0]["natIP"]
+    assert [d["deviceName"] for d in instance["disks"]] == ["persistent-disk-0", "master-pd"]
+    wait(compute, compute.instances().detachDisk(project=PROJECT, zone=ZONE, instance="k-master", deviceName="master-pd").execute())
+    assert compute.disks().get(project=PROJECT, zone=ZONE, disk="k-master-pd").execute()["users"] == []
+
+
+# -- auth ------------------------------------------------------------------------------------------------
+
+def test_calls_without_a_valid_token_get_401(lab):
+    url = "%sprojects/%s/zones/%s" % (lab.endpoint, PROJECT, ZONE)
+    for headers in ({}, {"Authorization": "Bearer made-up"}):
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10)  # nosec - loopback
+        assert caught.value.code == 401
+        assert json.loads(caught.value.read())["error"]["status"] == "UNAUTHENTICATED"
+
+
+def test_a_key_the_lab_did_not_issue_is_refused(lab):
+    from google.auth.exceptions import RefreshError
+    from kubeha_lab.sim import auth
+
+    forged, _record = auth.new_key(PROJECT, "deployer", lab.base + "/token")
+    with pytest.raises(RefreshError) as caught:
+        lab.client(forged).zones().get(project=PROJECT, zone=ZONE).execute()
+    assert "invalid_grant" in str(caught.value)
+
+
+def test_another_project_is_not_found(compute):
+    with pytest.raises(HttpError) as caught:
+        compute.zones().get(project="someone-else", zone=ZONE).execute()
+    assert caught.value.resp.status == 404
+
+
+# -- persistence -------------------------------------------------------------------------------------------
+
+def test_state_and_keys_survive_a_restart(lab):
+    key = lab.new_key()
+    compute = lab.client(key)
+    create_disk(compute)
+    lab.control("PUT", "timing", {"running": 1.0})
+    op = compute.disks().insert(project=PROJECT, zone=ZONE, body={"name": "in-flight", "type": DISK_TYPE}).execute()
+    lab.restart()
+    compute = lab.client(key)
+    assert compute.disks().get(project=PROJECT, zone=ZONE, disk="k-master-pd").execute()["status"] == "READY"
+    # The operation accepted before the restart is finished by the new simulator.
+    assert wait(compute, op)["status"] == "DONE"
+    assert compute.disks().get(project=PROJECT, zone=ZONE, disk="in-flight").execute()["status"] == "READY"
+
+
+# -- faults ------------------------------------------------------------------------------------------------
+
+def test_injected_error_rate(lab, compute):
+    lab.control("PUT", "faults", {"seed": 3, "errors": {"compute.zones.get": {"rate": 0.5, "status": 503}}})
+    statuses = []
+    for _attempt in range(40):
+        try:
+            compute.zones().get(project=PROJECT, zone=ZONE).execute(num_retries=0)
+            statuses.append(200)
+        except HttpError as exc:
+            statuses.append(exc.resp.status)
+            assert error_of(exc)[1] == "backendError"
+    assert 8 <= statuses.count(503) <= 32 and statuses.count(200) + statuses.count(503) == 40
+    # Other methods are not affected.
+    compute.regions().get(project=PROJECT, region="europe-west1").execute(num_retries=0)
+
+
+def test_rate_limit_answers_403_rate_limit_exceeded(lab, compute):
+    lab.control("PUT", "faults", {"rate_limit": {"per_second": 3}})
+    answers = []
+    for _attempt in range(6):
+        try:
+            compute.zones().get(project=PROJECT, zone=ZONE).execute(num_retries=0)
+            answers.append(200)
+        except HttpError as exc:
+            answers.append((exc.resp.status, error_of(exc)[1]))
+    assert answers[:3] == [200, 200, 200]
+    assert (403, "rateLimitExceeded") in answers[3:]
+
+
+def test_failed_operation_ends_done_with_an_error(lab, compute):
+    lab.control("PUT", "faults", {"fail_operations": {"compute.disks.insert": {
+        "count": 1, "code": "QUOTA_EXCEEDED", "message": "Quota 'SSD_TOTAL_GB' exceeded."}}})
+    done = create_disk(compute)
+    assert done["status"] == "DONE"
+    assert done["error"]["errors"] == [{"code": "QUOTA_EXCEEDED", "message": "Quota 'SSD_TOTAL_GB' exceeded."}]
+    assert done["httpErrorStatusCode"] == 400
+    # Only once: the next one succeeds.
+    assert "error" not in create_disk(compute, name="second")
+
+
+def test_latency_delays_answers(lab, compute):
+    lab.control("PUT", "faults", {"latency": {"compute.zones.get": 0.4}})
+    started = time.monotonic()
+    compute.zones().get(project=PROJECT, zone=ZONE).execute()
+    assert time.monotonic() - started >= 0.4
+
+
+def test_zone_outage(lab, compute):
+    create_instance(compute)
+    lab.control("POST", "zones/%s/down" % ZONE)
+    assert compute.zones().get(project=PROJECT, zone=ZONE).execute()["status"] == "DOWN"
+    with pytest.raises(HttpError) as caught:
+        compute.instances().get(project=PROJECT, zone=ZONE, instance="k-master").execute(num_retries=0)
+    assert caught.value.resp.status == 503
+    lab.control("POST", "zones/%s/up" % ZONE)
+    assert compute.instances().get(project=PROJECT, zone=ZONE, instance="k-master").execute()["status"] == "RUNNING"
+
+
+def test_request_log_counts_calls(lab, compute):
+    lab.control("DELETE", "requests")
+    compute.zones().get(project=PROJECT, zone=ZONE).execute()
+    with pytest.raises(HttpError):
+        compute.disks().get(project=PROJECT, zone=ZONE, disk="nope").execute()
+    log = [r for r in lab.requests() if r["method"].startswith("compute.")]
+    assert [(r["method"], r["status"]) for r in log] == [("compute.zones.get", 200), ("compute.disks.get", 404)]
+    assert all(r["latency_ms"] >= 0 and r["path"].startswith("/compute/v1/") for r in log)
