@@ -248,8 +248,7 @@ class Replica:
         if address.get("addressType", "EXTERNAL") != "EXTERNAL":
             raise GceError("external_ip: address '%s' is an internal address (%s); an external one is needed"
                            % (spec.external_ip, address.get("address")), status=400, reason="invalid")
-        own = instance.get("selfLink") if instance else None
-        others = [u for u in address.get("users") or [] if u != own]
+        others = self._other_users(address, instance)
         if others:
             raise GceError("external_ip: address '%s' (%s) is in use by %s; it cannot be given to replica '%s'"
                            % (spec.external_ip, address.get("address"),
@@ -257,15 +256,25 @@ class Replica:
                            status=409, reason="resourceInUseByAnotherResource")
         return address
 
-    # present
-    def present(self) -> dict[str, t.Any]:
-        spec = self.spec
+    def _read(self, check_disk: bool = True) -> tuple[dict[str, t.Any] | None, dict[str, t.Any] | None]:
+        """The instance and the data disk, after making sure they are this cluster's."""
         instance = self._instance()
         disk = self._disk()
         if instance:
             self._check_owner(instance, "instance")
-        if disk:
+        if disk and check_disk:
             self._check_owner(disk, "disk")
+        return instance, disk
+
+    @staticmethod
+    def _other_users(resource: t.Mapping[str, t.Any], instance: t.Mapping[str, t.Any] | None) -> list[str]:
+        own = instance.get("selfLink") if instance else None
+        return [u for u in resource.get("users") or [] if u != own]
+
+    # present
+    def present(self) -> dict[str, t.Any]:
+        spec = self.spec
+        instance, disk = self._read()
         address = self._reserved_address(instance)
         before = replica_view(instance, disk)
 
@@ -298,8 +307,7 @@ class Replica:
 
     def _check_disk(self, disk: t.Mapping[str, t.Any], instance: t.Mapping[str, t.Any] | None) -> None:
         spec = self.spec
-        own = instance.get("selfLink") if instance else None
-        others = [u for u in disk.get("users") or [] if u != own]
+        others = self._other_users(disk, instance)
         if others:
             raise GceError("disk '%s' is attached to %s; it can only be the data disk of replica '%s'"
                            % (spec.data_disk, ", ".join(describe_user(u) for u in others), spec.name),
@@ -562,14 +570,9 @@ class Replica:
     # absent
     def absent(self) -> dict[str, t.Any]:
         spec = self.spec
-        instance = self._instance()
-        disk = self._disk()
-        if instance:
-            self._check_owner(instance, "instance")
+        instance, disk = self._read(check_disk=spec.delete_data_disk)
         if disk and spec.delete_data_disk:
-            self._check_owner(disk, "disk")
-            own = instance.get("selfLink") if instance else None
-            others = [u for u in disk.get("users") or [] if u != own]
+            others = self._other_users(disk, instance)
             if others:
                 raise GceError("disk '%s' is attached to %s; not deleting it"
                                % (spec.data_disk, ", ".join(describe_user(u) for u in others)),
