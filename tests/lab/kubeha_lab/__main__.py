@@ -3,9 +3,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The lab's command line: ``tests/lab/lab up|down|status|env|exec -- CMD|shell``.
 
-``up`` creates the lab's network namespace and starts the Compute API
-simulator in it on 127.0.0.1:8089, with a service-account key and an SSH key
-for playbooks. ``exec`` and ``shell`` run commands inside that namespace with
+``up`` creates the lab's network namespace, builds the machine image once,
+and starts the Compute API simulator in it on 127.0.0.1:8089 with the
+metadata server on 169.254.169.254, a service-account key and an SSH key for
+playbooks; every RUNNING instance is a booted machine. ``exec`` and ``shell`` run commands inside that namespace with
 the environment a playbook needs (``env`` prints it). ``down`` stops what
 ``up`` started and removes the namespace; it is safe to run twice and after
 a crash.
@@ -95,18 +96,31 @@ def _control(method: str, path: str, body: t.Any = None) -> t.Any:
     return json.loads(done.stdout or "{}")
 
 
-def up(_args: argparse.Namespace) -> int:
+def _host() -> t.Any:
+    from kubeha_lab.host import Host  # pylint: disable=import-outside-toplevel
+
+    return Host()
+
+
+def up(args: argparse.Namespace) -> int:
     os.makedirs(_path("sim"), exist_ok=True)
-    if not _namespace_exists():
-        _run(["ip", "netns", "add", namespace()])
-    _run(_in_namespace(["ip", "link", "set", "lo", "up"]))
+    machines = not args.no_machines
+    if machines:
+        host = _host()
+        host.up()
+        print("lab image: %s" % host.ensure_image(), flush=True)
+    else:
+        if not _namespace_exists():
+            _run(["ip", "netns", "add", namespace()])
+        _run(_in_namespace(["ip", "link", "set", "lo", "up"]))
     if _pid("simulator") is None:
         log = open(_path("simulator.log"), "a", encoding="utf-8")  # pylint: disable=consider-using-with
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = dict(os.environ, PYTHONPATH=package_root)
         process = subprocess.Popen(  # pylint: disable=consider-using-with
             _in_namespace([sys.executable, "-m", "kubeha_lab.sim", "--state", _path("sim", "state.json"),
-                           "--port", str(PORT), "--project", PROJECT]),
+                           "--port", str(PORT), "--project", PROJECT]
+                          + (["--machines", "--metadata", "169.254.169.254:80"] if machines else [])),
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         with open(_path("simulator.pid"), "w", encoding="utf-8") as handle:
             handle.write(str(process.pid))
@@ -149,6 +163,9 @@ def down(_args: argparse.Namespace) -> int:
             os.kill(pid, signal.SIGKILL)
     if os.path.exists(_path("simulator.pid")):
         os.unlink(_path("simulator.pid"))
+    # Machines, mounts, loop devices and the machines' namespaces: the host layer finds
+    # them from the state directory alone, so this also cleans up after a crash.
+    _host().down()
     if _namespace_exists():
         _run(["ip", "netns", "delete", namespace()])
     print("lab is down (state kept in %s; remove it to start afresh)" % state_dir())
@@ -196,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tests/lab/lab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="what", required=True)
-    commands.add_parser("up", help="start the lab").set_defaults(func=up)
+    start = commands.add_parser("up", help="start the lab")
+    start.add_argument("--no-machines", action="store_true",
+                       help="instances exist in the API only: no machines, no image to build")
+    start.set_defaults(func=up)
     commands.add_parser("down", help="stop the lab and remove what it created").set_defaults(func=down)
     commands.add_parser("status", help="show the lab and its instances").set_defaults(func=status)
     commands.add_parser("env", help="print the environment a playbook needs").set_defaults(func=env)

@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 
+from kubeha_lab.sim.metadata import MetadataServer
 from kubeha_lab.sim.server import DEFAULT_PROJECT, Simulator, serve
 
 
@@ -19,8 +20,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8089)
     parser.add_argument("--project", default=DEFAULT_PROJECT)
+    parser.add_argument("--machines", action="store_true", help="boot a real machine for every instance")
+    parser.add_argument("--metadata", metavar="ADDRESS:PORT", help="serve the metadata server there")
     args = parser.parse_args(argv)
-    sim = Simulator(args.state, project=args.project)
+    backend = None
+    if args.machines:
+        from kubeha_lab.sim.machines import MachineBackend  # pylint: disable=import-outside-toplevel
+
+        backend = MachineBackend()
+    sim = Simulator(args.state, project=args.project, backend=backend)
+    servers = []
+    if args.metadata:
+        address, port = args.metadata.rsplit(":", 1)
+        metadata = MetadataServer((address, int(port)), sim)
+        threading.Thread(target=metadata.serve_forever, name="metadata", daemon=True).start()
+        servers.append(metadata)
     server, thread = serve(sim, args.host, args.port)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -28,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     print("compute API simulator on http://%s:%d/compute/v1/ (project %s)" % (args.host, args.port, args.project),
           flush=True)
     stop.wait()
+    for other in servers:
+        other.shutdown()
     server.shutdown()
     server.server_close()
     thread.join(timeout=5)

@@ -32,6 +32,21 @@ class Backend:
         """Boot the machine of ``instance`` with ``disks`` (deviceName -> disk); return when it runs."""
         self.dead.discard(instance["selfLink"])
 
+    def start(self, view: t.Callable[[], dict[str, t.Any]]) -> None:
+        """The simulator is serving; ``view()`` returns the network as :meth:`network_changed` gets it."""
+
+    def reconcile(self, instances: list[tuple[dict[str, t.Any], dict[str, dict[str, t.Any]]]]) -> None:
+        """After a restart: (instance, disks) of every instance, to bring machines in line with the API."""
+
+    def disk_attached(self, instance: t.Mapping[str, t.Any], device: str, disk: t.Mapping[str, t.Any]) -> None:
+        """A disk was attached to an instance as ``device``."""
+
+    def disk_detached(self, instance: t.Mapping[str, t.Any], device: str) -> None:
+        """The disk on ``device`` was detached."""
+
+    def instance_deleted(self, instance: t.Mapping[str, t.Any]) -> None:
+        """The instance is gone: forget its machine (its disks are told apart)."""
+
     def instance_stopped(self, instance: t.Mapping[str, t.Any]) -> None:
         """Power the machine off (stop, delete, the first half of reset)."""
         self.dead.add(instance["selfLink"])

@@ -173,6 +173,7 @@ class Compute:
                 self.state.save()
         if collection == "instances":
             self.backend.instance_stopped(resource)
+            self.backend.instance_deleted(resource)
         with self.state.lock:
             resource = self.state.resources.pop(path, None)
             if resource is None:
@@ -899,9 +900,14 @@ class Compute:
     def s_attach_disk(self, path: str, attached: dict[str, t.Any]) -> None:
         with self.state.lock:
             instance = self.state.get(path)
-            if instance is not None:
-                instance.setdefault("disks", []).append(attached)
-                self.state.save()
+            disk = self.state.get(_rel(attached["source"], self.state.project))
+            if instance is None or disk is None:
+                return
+        self.backend.disk_attached(instance, attached["deviceName"], disk)
+        with self.state.lock:
+            instance.setdefault("disks", []).append(attached)
+            disk["lastAttachTimestamp"] = now_rfc3339()
+            self.state.save()
 
     def m_instances_detachDisk(self, params, query, body, user):
         path, instance = self._instance(params)
@@ -919,6 +925,8 @@ class Compute:
             instance = self.state.get(path)
             if instance is None:
                 return
+        self.backend.disk_detached(instance, device)
+        with self.state.lock:
             keep = []
             for attached in instance.get("disks") or []:
                 if attached.get("deviceName") == device:
@@ -1476,6 +1484,36 @@ class Compute:
 
     def m_globalOperations_list(self, params, query, body, user):
         return self._list_ops("global", query)
+
+    def seed(self) -> None:
+        """What a new project's default network has: GCE's four default firewall rules."""
+        with self.state.lock:
+            if self.state.data.get("seeded"):
+                return
+            rules = [
+                ("default-allow-internal", {"sourceRanges": ["10.128.0.0/9"], "allowed": [
+                    {"IPProtocol": "tcp", "ports": ["0-65535"]}, {"IPProtocol": "udp", "ports": ["0-65535"]},
+                    {"IPProtocol": "icmp"}], "description": "Allow internal traffic on the default network"}),
+                ("default-allow-ssh", {"sourceRanges": ["0.0.0.0/0"], "allowed": [{"IPProtocol": "tcp", "ports": ["22"]}],
+                                       "description": "Allow SSH from anywhere"}),
+                ("default-allow-rdp", {"sourceRanges": ["0.0.0.0/0"], "allowed": [{"IPProtocol": "tcp", "ports": ["3389"]}],
+                                       "description": "Allow RDP from anywhere"}),
+                ("default-allow-icmp", {"sourceRanges": ["0.0.0.0/0"], "allowed": [{"IPProtocol": "icmp"}],
+                                        "description": "Allow ICMP from anywhere"}),
+            ]
+            for name, body in rules:
+                path = "global/firewalls/%s" % name
+                rule = self._build_firewall(path, dict(body, name=name, priority=65534))
+                rule.update(kind="compute#firewall", id=self.state.new_id(), creationTimestamp=now_rfc3339(),
+                            selfLink=self.state.link(path))
+                self.state.resources[path] = rule
+            self.state.data["seeded"] = True
+            self.state.save()
+
+    def instances_with_disks(self) -> list[tuple[dict[str, t.Any], dict[str, dict[str, t.Any]]]]:
+        with self.state.lock:
+            return [(copy.deepcopy(r), copy.deepcopy(self._disks_of(r))) for p, r in self.state.resources.items()
+                    if "/instances/" in p]
 
     # -- health and the network ------------------------------------------------------------------------
     def health_of(self, instance: t.Mapping[str, t.Any], check: t.Mapping[str, t.Any]) -> bool:

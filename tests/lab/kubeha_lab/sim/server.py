@@ -46,9 +46,12 @@ class Simulator:
         self.token_uri = ""
 
     def start(self) -> None:
-        """Finish operations a previous run accepted, and tell the backend how the network is."""
-        self.compute.ops.resume()
+        """Finish operations a previous run accepted, and bring the backend in line with the state."""
+        self.compute.seed()
         self.backend.network_changed(self.compute.network_view())
+        self.backend.start(self.compute.network_view)
+        self.backend.reconcile(self.compute.instances_with_disks())
+        self.compute.ops.resume()
 
     # -- auth ------------------------------------------------------------------------------------
     def create_key(self, account: str) -> dict[str, t.Any]:
