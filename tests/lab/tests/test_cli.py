@@ -127,3 +127,17 @@ def test_down_after_the_simulator_is_killed_with_a_machine_running(lab_env, tmp_
     os.kill(pid, signal.SIGKILL)
     assert lab(lab_env, "down").returncode == 0
     assert leftovers(lab_env) == []
+
+
+def test_forwarding_rule_balances_across_healthy_members_only(lab_env):
+    assert lab(lab_env, "up").returncode == 0
+    scenario = os.path.join(os.path.dirname(LAB), "scenarios", "load_balancing.py")
+    done = lab(lab_env, "exec", "--", sys.executable, scenario)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["health_before"] == {"web-b": "HEALTHY", "web-c": "HEALTHY"}
+    # Both machines answer through the forwarding rule's address.
+    assert set(report["before"]) == {"web-b", "web-c"}, report["before"]
+    # Once the crashed one fails its checks, only the live one gets connections.
+    assert report["health_after"] == {"web-b": "HEALTHY", "web-c": "UNHEALTHY"}
+    assert report["after"] == {"web-b": 40}, report["after"]
