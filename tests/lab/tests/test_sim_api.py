@@ -446,3 +446,48 @@ def test_request_log_counts_calls(lab, compute):
     log = [r for r in lab.requests() if r["method"].startswith("compute.")]
     assert [(r["method"], r["status"]) for r in log] == [("compute.zones.get", 200), ("compute.disks.get", 404)]
     assert all(r["latency_ms"] >= 0 and r["path"].startswith("/compute/v1/") for r in log)
+
+
+def test_responses_follow_the_discovery_document(lab, compute):
+    """Every field the simulator returns is one the discovery document defines."""
+    create_disk(compute)
+    create_instance(compute, disks=[{"source": "zones/%s/disks/k-master-pd" % ZONE, "deviceName": "master-pd"}])
+    wait(compute, compute.addresses().insert(project=PROJECT, region="europe-west1", body={"name": "ip"}).execute())
+    wait(compute, compute.regionHealthChecks().insert(project=PROJECT, region="europe-west1", body={
+        "name": "hc", "type": "TCP", "tcpHealthCheck": {"port": 443}}).execute())
+    wait(compute, compute.instanceGroups().insert(project=PROJECT, zone=ZONE, body={"name": "g"}).execute())
+    wait(compute, compute.regionBackendServices().insert(project=PROJECT, region="europe-west1", body={
+        "name": "bs", "healthChecks": ["regions/europe-west1/healthChecks/hc"],
+        "backends": [{"group": "zones/%s/instanceGroups/g" % ZONE}]}).execute())
+    wait(compute, compute.forwardingRules().insert(project=PROJECT, region="europe-west1", body={
+        "name": "fr", "IPAddress": "regions/europe-west1/addresses/ip", "ports": ["443"],
+        "backendService": "regions/europe-west1/backendServices/bs"}).execute())
+    wait(compute, compute.httpHealthChecks().insert(project=PROJECT, body={"name": "legacy"}).execute())
+    wait(compute, compute.targetPools().insert(project=PROJECT, region="europe-west1", body={"name": "tp"}).execute())
+    answers = {
+        "Instance": compute.instances().get(project=PROJECT, zone=ZONE, instance="k-master").execute(),
+        "Disk": compute.disks().get(project=PROJECT, zone=ZONE, disk="k-master-pd").execute(),
+        "Address": compute.addresses().get(project=PROJECT, region="europe-west1", address="ip").execute(),
+        "HealthCheck": compute.regionHealthChecks().get(project=PROJECT, region="europe-west1", healthCheck="hc").execute(),
+        "InstanceGroup": compute.instanceGroups().get(project=PROJECT, zone=ZONE, instanceGroup="g").execute(),
+        "BackendService": compute.regionBackendServices().get(project=PROJECT, region="europe-west1",
+                                                              backendService="bs").execute(),
+        "ForwardingRule": compute.forwardingRules().get(project=PROJECT, region="europe-west1", forwardingRule="fr").execute(),
+        "HttpHealthCheck": compute.httpHealthChecks().get(project=PROJECT, httpHealthCheck="legacy").execute(),
+        "TargetPool": compute.targetPools().get(project=PROJECT, region="europe-west1", targetPool="tp").execute(),
+        "Firewall": compute.firewalls().get(project=PROJECT, firewall="default-allow-ssh").execute(),
+        "Zone": compute.zones().get(project=PROJECT, zone=ZONE).execute(),
+        "Region": compute.regions().get(project=PROJECT, region="europe-west1").execute(),
+        "Image": compute.images().getFromFamily(project="debian-cloud", family="debian-12").execute(),
+        "MachineType": compute.machineTypes().get(project=PROJECT, zone=ZONE, machineType="e2-standard-2").execute(),
+        "Network": compute.networks().get(project=PROJECT, network="default").execute(),
+        "Subnetwork": compute.subnetworks().get(project=PROJECT, region="europe-west1", subnetwork="default").execute(),
+        "InstanceAggregatedList": compute.instances().aggregatedList(project=PROJECT).execute(),
+        "OperationList": compute.zoneOperations().list(project=PROJECT, zone=ZONE).execute(),
+        "InstanceGroupsListInstances": compute.instanceGroups().listInstances(
+            project=PROJECT, zone=ZONE, instanceGroup="g", body={}).execute(),
+    }
+    for schema, answer in answers.items():
+        lab.sim.discovery.check_body(answer, {"$ref": schema}, schema, "")
+    kinds = {a.get("kind") for a in answers.values()}
+    assert "compute#instance" in kinds and "compute#forwardingRule" in kinds
