@@ -275,9 +275,9 @@ def fake_gce(responses: list[tuple[dict[str, str], str]]) -> t.Iterator[GceHttp]
 
 
 def run_module(main: t.Callable[[], None], args: dict[str, t.Any], http: GceHttp | None = None,
-               check_mode: bool = False, diff: bool = False) -> dict[str, t.Any]:
-    """Run a module's main() with ``args`` (plus test credentials); return its result."""
-    full = dict(AUTH)
+               check_mode: bool = False, diff: bool = False, auth: bool = True) -> dict[str, t.Any]:
+    """Run a module's main() with ``args`` (plus test credentials for GCE modules); return its result."""
+    full = dict(AUTH) if auth else {}
     full.update(args)
     full["_ansible_check_mode"] = check_mode
     full["_ansible_diff"] = diff

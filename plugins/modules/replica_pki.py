@@ -1,0 +1,272 @@
+#!/usr/bin/python
+# Copyright (c) kubeha.gce contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: replica_pki
+short_description: Create the cluster's CAs and issue one master replica's certificates
+version_added: 0.1.0
+description:
+  - Runs on the controller and computes certificate material; it writes no file. Roles pass it
+    the CA material read from a healthy replica and the replica's current certificates, and write
+    back what it returns. Nothing durable stays on the controller.
+  - With O(create_ca=true) it creates whichever of the cluster CA, the etcd CA, the front-proxy CA
+    and the service-account key pair is missing from O(ca), and returns them all in RV(ca).
+  - With O(replica) it returns the replica's certificates; a certificate given in O(current) is
+    kept when its subject, names, usages and issuer are as required and it does not expire within
+    O(renew_before_days), and issued again with a new key otherwise. RV(changed_leaves) says which.
+  - B(Key material is returned in the result.) Always set C(no_log) to C(true) on the task, and write
+    keys with mode C(0600).
+author:
+  - kubeha.gce maintainers (@kubeha)
+extends_documentation_fragment:
+  - kubeha.gce.attributes
+options:
+  ca:
+    description:
+      - The CA material, as RV(ca) returns it. C(cluster), C(etcd), C(front_proxy) each with C(cert)
+        and C(key) (PEM), and C(service_account) with C(key) and C(public).
+      - Required unless O(create_ca=true).
+    type: dict
+  create_ca:
+    description:
+      - Create the CAs and the service-account key pair missing from O(ca). Existing ones are kept.
+    type: bool
+    default: false
+  replica:
+    description:
+      - The replica to issue certificates for. Omit it to only create CAs.
+    type: dict
+    suboptions:
+      name:
+        description: The replica's instance name (also its etcd member name).
+        type: str
+        required: true
+      internal_ip:
+        description: Its internal IP.
+        type: str
+        required: true
+      external_ip:
+        description: Its current external IP, if any.
+        type: str
+      reserved_ip:
+        description: The cluster's reserved address (C(CLUSTER-master-ip)), on the replica or the load balancer.
+        type: str
+      service_ip:
+        description: The first IP of the service range (the C(kubernetes) service).
+        type: str
+        default: 10.0.0.1
+      dns_domain:
+        description: The cluster's DNS domain.
+        type: str
+        default: cluster.local
+      extra_sans:
+        description: More names or IPs for the API server's serving certificate.
+        type: list
+        elements: str
+        default: []
+  current:
+    description:
+      - The replica's current certificates, as RV(leaves) returns them (leaf name to C(cert) and C(key)).
+    type: dict
+    default: {}
+  leaves:
+    description:
+      - Which certificates to return. All of them by default.
+    type: list
+    elements: str
+    choices: [etcd-peer, etcd-server, apiserver, apiserver-etcd-client, apiserver-kubelet-client, front-proxy-client,
+              controller-manager, scheduler]
+  key_type:
+    description:
+      - Type of the new keys of CAs and certificates. ECDSA P-256 or RSA.
+    type: str
+    choices: [ecdsa, rsa]
+    default: ecdsa
+  rsa_key_size:
+    description: Size of RSA keys (and of the service-account key, which is always RSA).
+    type: int
+    default: 2048
+  validity_days:
+    description: Validity of new certificates (never beyond their CA's).
+    type: int
+    default: 365
+  ca_validity_days:
+    description: Validity of new CAs.
+    type: int
+    default: 3650
+  renew_before_days:
+    description: Issue a certificate again when it expires within this many days.
+    type: int
+    default: 30
+  apiserver_url:
+    description: The API server URL written into the controller-manager and scheduler kubeconfigs.
+    type: str
+    default: https://127.0.0.1:443
+notes:
+  - In check mode the module reports which certificates would be created or issued again, and returns
+    no new key material.
+requirements:
+  - cryptography >= 42.0.0
+seealso:
+  - module: kubeha.gce.gce_master_replica
+"""
+
+EXAMPLES = r"""
+- name: Create the cluster's CAs (once, at bootstrap)
+  kubeha.gce.replica_pki:
+    create_ca: true
+  register: pki
+  no_log: true
+
+- name: Issue the certificates of a replica, keeping those that are still right
+  kubeha.gce.replica_pki:
+    ca: "{{ pki.ca }}"
+    replica:
+      name: kubernetes-master-c1x
+      internal_ip: 10.132.0.3
+      reserved_ip: 203.0.113.10
+    current: "{{ current_certificates }}"
+  register: certs
+  no_log: true
+
+- name: Say which certificates were issued again
+  ansible.builtin.debug:
+    msg: "{{ certs.changed_leaves }}"
+"""
+
+RETURN = r"""
+ca:
+  description: The CA material (with what was created), when O(create_ca=true).
+  returned: when O(create_ca=true)
+  type: dict
+created_ca:
+  description: Which CAs (and C(service_account)) were created.
+  returned: always
+  type: list
+  elements: str
+  sample: [cluster, etcd, front_proxy, service_account]
+leaves:
+  description:
+    - Each requested certificate, by name. C(cert) and C(key) are PEM (null in check mode when it would be
+      issued again); C(reissued) and C(reason) say whether and why it was issued again; C(authority) names
+      the CA that signs it; C(before) and C(after) describe the old and new certificate (subject, DNS
+      names, IPs, usages, expiry, serial).
+  returned: when O(replica) is given
+  type: dict
+  sample:
+    apiserver:
+      reissued: true
+      reason: IP addresses are ['10.132.0.3'], wanted ['10.0.0.1', '10.132.0.3', '127.0.0.1', '203.0.113.10']
+      authority: cluster
+changed_leaves:
+  description: The certificates that were (or, in check mode, would be) issued again.
+  returned: always
+  type: list
+  elements: str
+  sample: [apiserver]
+kubeconfigs:
+  description: Kubeconfig files (YAML text) for the controller-manager and the scheduler, with their client certificates.
+  returned: when O(replica) is given and not in check mode
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.kubeha.gce.plugins.module_utils._pki.material import CRYPTOGRAPHY_IMPORT_ERROR, PkiError
+from ansible_collections.kubeha.gce.plugins.module_utils._pki.replica import (
+    KUBECONFIGS,
+    LEAVES,
+    converge_leaves,
+    create_authorities,
+    identity_from,
+    kubeconfig,
+    leaf_specs,
+    load_authorities,
+)
+
+
+def run(module: AnsibleModule) -> dict:
+    params = module.params
+    ca = params["ca"]
+    created: list = []
+    result: dict = {"changed": False, "created_ca": created, "changed_leaves": []}
+    if params["create_ca"]:
+        if module.check_mode:
+            existing = set((ca or {}).keys())
+            created = [n for n in ("cluster", "etcd", "front_proxy", "service_account") if n not in existing]
+            result.update(created_ca=created, ca=ca or {})
+        else:
+            ca, created = create_authorities(ca, params["key_type"], params["ca_validity_days"], params["rsa_key_size"])
+            result.update(created_ca=created, ca=ca)
+        result["changed"] = bool(created)
+    if not params["replica"]:
+        return result
+    identity = identity_from(params["replica"])
+    wanted = params["leaves"] or list(LEAVES)
+    specs = leaf_specs(identity)
+    if module.check_mode and created:
+        # The CAs do not exist yet: every certificate would be issued.
+        leaves = {n: {"cert": None, "key": None, "reissued": True, "reason": "missing", "authority": specs[n].authority,
+                      "before": None, "after": None} for n in wanted}
+    else:
+        authorities = load_authorities(ca, [specs[n].authority for n in wanted])
+        leaves = converge_leaves(identity, authorities, params["current"] or {}, wanted, params["key_type"],
+                                 params["validity_days"], params["renew_before_days"], params["rsa_key_size"],
+                                 module.check_mode)
+        if not module.check_mode:
+            result["kubeconfigs"] = {
+                name: kubeconfig(user, params["apiserver_url"], authorities["cluster"].cert_pem, leaves[name]["cert"],
+                                 leaves[name]["key"])
+                for name, user in KUBECONFIGS.items() if name in leaves
+            }
+    changed = [n for n in wanted if leaves[n]["reissued"]]
+    result.update(leaves=leaves, changed_leaves=changed, changed=result["changed"] or bool(changed))
+    if module._diff:
+        result["diff"] = {"before": {n: leaves[n]["before"] for n in wanted},
+                          "after": {n: leaves[n]["after"] for n in wanted}}
+    return result
+
+
+def main() -> None:
+    replica_spec = dict(
+        name=dict(type="str", required=True),
+        internal_ip=dict(type="str", required=True),
+        external_ip=dict(type="str"),
+        reserved_ip=dict(type="str"),
+        service_ip=dict(type="str", default="10.0.0.1"),
+        dns_domain=dict(type="str", default="cluster.local"),
+        extra_sans=dict(type="list", elements="str", default=[]),
+    )
+    module = AnsibleModule(
+        argument_spec=dict(
+            ca=dict(type="dict", no_log=True),
+            create_ca=dict(type="bool", default=False),
+            replica=dict(type="dict", options=replica_spec),
+            current=dict(type="dict", default={}, no_log=True),
+            leaves=dict(type="list", elements="str", choices=list(LEAVES)),
+            key_type=dict(type="str", default="ecdsa", choices=["ecdsa", "rsa"]),
+            rsa_key_size=dict(type="int", default=2048),
+            validity_days=dict(type="int", default=365),
+            ca_validity_days=dict(type="int", default=3650),
+            renew_before_days=dict(type="int", default=30),
+            apiserver_url=dict(type="str", default="https://127.0.0.1:443"),
+        ),
+        supports_check_mode=True,
+    )
+    if CRYPTOGRAPHY_IMPORT_ERROR:
+        module.fail_json(msg=missing_required_lib("cryptography"), exception=CRYPTOGRAPHY_IMPORT_ERROR)
+    if not module.params["create_ca"] and not module.params["ca"]:
+        module.fail_json(msg="ca is required unless create_ca is true")
+    try:
+        result = run(module)
+    except PkiError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
