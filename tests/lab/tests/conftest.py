@@ -19,6 +19,9 @@ from googleapiclient import discovery
 from kubeha_lab.sim.operations import Timing
 from kubeha_lab.sim.server import Simulator, serve
 
+# The lab_env fixture of tests that drive the lab through its command line.
+pytest_plugins = ["labcli"]
+
 PROJECT = "kubeha-lab"
 ZONE = "europe-west1-b"
 

@@ -13,68 +13,11 @@ import sys
 
 import pytest
 
-LAB = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "lab"))
+from labcli import LAB, alive, control, lab, leftovers
+
 DEMO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "demo", "replica.yml"))
 
 pytestmark = [pytest.mark.machines, pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")]
-
-CONTROL = """
-import json, sys, urllib.request as u
-r = u.Request("http://127.0.0.1:8089/_lab/" + sys.argv[2], method=sys.argv[1],
-              data=sys.argv[3].encode() if len(sys.argv) > 3 else None, headers={"Content-Type": "application/json"})
-print(u.urlopen(r, timeout=30).read().decode())
-"""
-
-
-@pytest.fixture
-def lab_env(tmp_path):
-    state = tmp_path / "state"
-    env = dict(os.environ, KUBEHA_LAB_STATE=str(state), KUBEHA_LAB_NS="klt%d" % os.getpid())
-    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
-    yield env
-    subprocess.run([LAB, "down"], env=env, capture_output=True, check=False, timeout=300)
-    assert leftovers(env) == []
-
-
-def lab(env, *args, timeout=600):
-    return subprocess.run([LAB] + list(args), env=env, capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def control(env, method, path, body=None):
-    args = ["exec", "--", sys.executable, "-c", CONTROL, method, path] + ([json.dumps(body)] if body is not None else [])
-    done = lab(env, *args)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout or "{}")
-
-
-def alive(pid):
-    """Running, not a zombie left for a parent that is gone."""
-    try:
-        with open("/proc/%d/stat" % pid, encoding="utf-8") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
-
-
-def leftovers(env):
-    """Namespaces, mounts, loop devices and processes of this lab that are still there."""
-    state, namespace = env["KUBEHA_LAB_STATE"], env["KUBEHA_LAB_NS"]
-    found = []
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout.split()
-    found += ["namespace %s" % n for n in listed if n.startswith(namespace)]
-    with open("/proc/self/mountinfo", encoding="utf-8") as handle:
-        found += ["mount %s" % line.split()[4] for line in handle if state in line]
-    loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True, check=True).stdout.splitlines()
-    found += ["loop %s" % line for line in loops if state in line]
-    for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as handle:
-                command = handle.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if (state in command or "netns exec %s" % namespace in command) and alive(int(pid)):
-            found.append("process %s: %s" % (pid, command[:120]))
-    return found
 
 
 def test_demo_over_ssh_then_again_under_injected_errors(lab_env):
