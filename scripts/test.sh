@@ -21,6 +21,7 @@ PYTHON_VERSION=3.11
 STAGES=(
     sanity
     units
+    etcd
     lint
     build
     lab
@@ -127,6 +128,14 @@ stage_units() {
     seed_get_pip
     cd "$collection"
     ansible-test units --venv --python "$PYTHON_VERSION" --requirements
+}
+
+stage_etcd() {
+    # etcd_member and etcd_member_info against real etcd 3.4 clusters on
+    # 127.0.0.1 with peer and client TLS; every etcd started is killed at the end.
+    command -v etcd >/dev/null || die "etcd is not installed (Debian package etcd-server)"
+    cd "$REPO_ROOT/tests/etcd"
+    python -m pytest -ra --durations=10
 }
 
 stage_lint() {
