@@ -267,7 +267,10 @@ class Cluster:
         return self.call(via, "/v3/cluster/member/list")["members"]
 
     def leader_name(self, via: str) -> str:
-        leader = self.call(via, "/v3/maintenance/status")["leader"]
+        # During an election the status has no leader (proto3 JSON leaves a zero out).
+        leader = self.call(via, "/v3/maintenance/status").get("leader")
+        if not leader:
+            raise AssertionError("%s knows no leader" % via)
         for item in self.member_list(via):
             if item["ID"] == leader:
                 return item["name"]

@@ -16,13 +16,14 @@ import json
 import os
 import socket
 import ssl
-import time
 import typing as t
 import urllib.error
 from urllib.parse import urlsplit
 
 from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
 from ansible.module_utils.urls import open_url
+
+from ansible_collections.kubeha.gce.plugins.module_utils._clock import CLOCK, Clock
 
 DEFAULT_ENDPOINT = "https://127.0.0.1:2379"
 
@@ -65,19 +66,6 @@ class EtcdError(Exception):
 
     def to_dict(self) -> dict[str, t.Any]:
         return {"code": self.code, "http_status": self.status, "url": self.url, "unreachable": self.unreachable}
-
-
-class Clock:
-    """Time as the wait loops see it (replaced by a fake clock in tests)."""
-
-    def now(self) -> float:
-        return time.monotonic()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
-
-
-CLOCK = Clock()
 
 
 class Connection(t.NamedTuple):

@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import random
 import socket
-import time
 import traceback
 import typing as t
+
+from ansible_collections.kubeha.gce.plugins.module_utils._clock import CLOCK, Clock
 
 GOOGLE_IMPORT_ERROR: str | None
 try:
@@ -52,19 +53,6 @@ class GceError(Exception):
 
     def to_dict(self) -> dict[str, t.Any]:
         return {"status": self.status, "reason": self.reason, "errors": self.errors}
-
-
-class Clock:
-    """Time as the retry and wait loops see it (replaced by a fake clock in tests)."""
-
-    def now(self) -> float:
-        return time.monotonic()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
-
-
-CLOCK = Clock()
 
 
 class Deadline:
