@@ -463,9 +463,6 @@ class Compute:
         with self.state.lock:
             if self.state.get(path) is disk:
                 disk["status"] = "READY"
-                disk["lastAttachTimestamp"] = disk.get("lastAttachTimestamp", "")
-                if not disk["lastAttachTimestamp"]:
-                    disk.pop("lastAttachTimestamp")
                 self.state.save()
 
     def deletable_disks(self, path: str, resource: dict[str, t.Any]) -> None:
@@ -613,13 +610,12 @@ class Compute:
             scheduling={"onHostMaintenance": "MIGRATE", "automaticRestart": True, "preemptible": False,
                         "provisioningModel": "STANDARD"},
             canIpForward=bool(body.get("canIpForward", False)), deletionProtection=bool(body.get("deletionProtection", False)),
-            fingerprint=fingerprint(path), startRestricted=False, lastStartTimestamp="",
+            fingerprint=fingerprint(path), startRestricted=False,
         )
         if not metadata_items:
             body["metadata"].pop("items")
         if not tags:
             body["tags"].pop("items")
-        body.pop("lastStartTimestamp")
         return body
 
     def _ref_in_zone(self, value: str, collection: str, zone: str, where: str) -> None:
