@@ -185,7 +185,14 @@ if sys.argv[2] not in json.loads(sys.argv[1]):
     sys.exit("ansible-doc -l does not list %s" % sys.argv[2])
 ' "$listed" "$fqcn"
     done
-    log "built $(basename "$tarball"); documented modules: ${modules[*]}"
+    local doc filters=()
+    for doc in "$REPO_ROOT"/plugins/filter/*.yml; do
+        [[ -e $doc ]] || continue
+        filters+=("$(basename "$doc" .yml)")
+        log "ansible-doc -t filter $COLLECTION_NAMESPACE.$COLLECTION_NAME.${filters[-1]}"
+        ansible-doc -t filter "$COLLECTION_NAMESPACE.$COLLECTION_NAME.${filters[-1]}" >/dev/null
+    done
+    log "built $(basename "$tarball"); documented modules: ${modules[*]}; filters: ${filters[*]:-none}"
 }
 
 stage_lab() {
