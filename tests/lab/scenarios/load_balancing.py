@@ -17,10 +17,14 @@ import sys
 import time
 import urllib.request
 
-import google.oauth2.service_account
-import google_auth_httplib2
-import httplib2
-from googleapiclient import discovery
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import google.oauth2.service_account  # noqa: E402  pylint: disable=wrong-import-position
+import google_auth_httplib2  # noqa: E402  pylint: disable=wrong-import-position
+import httplib2  # noqa: E402  pylint: disable=wrong-import-position
+from googleapiclient import discovery  # noqa: E402  pylint: disable=wrong-import-position
+
+from kubeha_lab.availability import Poller  # noqa: E402  pylint: disable=wrong-import-position
 
 PROJECT = os.environ["GCP_PROJECT"]
 REGION = "europe-west1"
@@ -123,6 +127,10 @@ def main() -> int:
     report["health_before"] = health(compute, members)
     report["before"] = spread(ip)
 
+    # A client keeps connecting through the forwarding rule while one member crashes.
+    poller = Poller(ip, 8080, interval=0.05, timeout=0.5, request=b"GET / HTTP/1.0\r\n\r\n")
+    poller.start()
+    time.sleep(1)
     crashed = time.monotonic()
     crash = urllib.request.Request("http://127.0.0.1:8089/_lab/zones/europe-west1-c/instances/web-c/crash", method="POST")
     urllib.request.urlopen(crash, timeout=30).close()  # nosec - the lab's control API on loopback
@@ -132,6 +140,13 @@ def main() -> int:
     time.sleep(1)
     report["health_after"] = health(compute, members)
     report["after"] = spread(ip)
+    poller.stop()
+    report["during_crash"] = {"attempts": len(poller.attempts),
+                              "failed": sum(1 for a in poller.attempts if not a.ok),
+                              "failed_after_unhealthy": sum(1 for a in poller.attempts if not a.ok
+                                                            and a.at > crashed + report["seconds_until_unhealthy"] + 1),
+                              "longest_window_s": round(poller.longest_window(), 3),
+                              "failures": [(round(a.at - crashed, 2), a.answer) for a in poller.attempts if not a.ok]}
     print(json.dumps(report))
     return 0
 

@@ -84,3 +84,6 @@ def test_forwarding_rule_balances_across_healthy_members_only(lab_env):
     # Once the crashed one fails its checks, only the live one gets connections.
     assert report["health_after"] == {"web-b": "HEALTHY", "web-c": "UNHEALTHY"}
     assert report["after"] == {"web-b": 40}, report["after"]
+    # A client that kept connecting meanwhile: failures only until the health check took the member out.
+    assert report["during_crash"]["failed_after_unhealthy"] == 0, json.dumps(report)
+    print("load balancer during a member crash: %s" % report)

@@ -196,19 +196,17 @@ class MachineBackend(Backend):
         return {"instances": instances, "firewalls": network.get("firewalls") or [], "forwarding_rules": rules}
 
     def _healthy(self, check: t.Mapping[str, t.Any], member: t.Mapping[str, t.Any]) -> bool:
+        """With a health check, what its probes found (as on GCE, a crash shows only once probes fail);
+        without one, every member whose machine runs."""
         link = member["selfLink"]
-        if link in self.dead or link in self.cut:
-            return False
         if not check:
-            return True
+            return link not in self.dead and link not in self.cut
         with self.lock:
             state = self.health.get((check.get("selfLink", ""), link))
         return bool(state and state["healthy"])
 
     def healthy(self, instance: t.Mapping[str, t.Any], check: t.Mapping[str, t.Any]) -> bool:
-        if not super().healthy(instance, check):
-            return False
-        return self._healthy(check, instance)
+        return instance.get("status") == "RUNNING" and self._healthy(check, instance)
 
     def _check_health(self) -> None:
         while not self.stopping.wait(0.5):
@@ -216,7 +214,6 @@ class MachineBackend(Backend):
                 network = self.view()
             except Exception:  # pylint: disable=broad-exception-caught
                 continue
-            changed = False
             now = time.monotonic()
             seen = set()
             for rule in network.get("forwarding_rules") or []:
@@ -238,11 +235,12 @@ class MachineBackend(Backend):
                             continue
                         state["streak"] += 1
                         needed = int(check.get("healthyThreshold" if passed else "unhealthyThreshold", 2))
-                        if state["streak"] >= needed:
+                        flipped = state["streak"] >= needed
+                        if flipped:
                             state.update(healthy=passed, streak=0)
-                            changed = True
+                    if flipped:
+                        # At once, not after the other members' probes: a dead member's probe takes its timeout.
+                        self.network_changed(self.view())
             with self.lock:
                 for pair in [p for p in self.health if p not in seen]:
                     self.health.pop(pair)
-            if changed:
-                self.network_changed(self.view())
