@@ -12,6 +12,7 @@ import traceback
 import typing as t
 
 from ansible_collections.kubeha.gce.plugins.module_utils._clock import CLOCK, Clock
+from ansible_collections.kubeha.gce.plugins.module_utils._gce.names import short
 
 GOOGLE_IMPORT_ERROR: str | None
 try:
@@ -223,7 +224,7 @@ class ComputeApi:
         or did not finish in time; never returns a failed operation.
         """
         deadline = Deadline(timeout, self.retry.clock)
-        label = what or "%s %s" % (operation.get("operationType", "operation"), _short(operation.get("targetLink")))
+        label = what or "%s %s" % (operation.get("operationType", "operation"), short(operation.get("targetLink")) or "")
         while operation.get("status") != "DONE":
             if deadline.expired():
                 raise GceError(
@@ -232,10 +233,10 @@ class ComputeApi:
                     reason="timeout",
                 )
             if "zone" in operation:
-                scope: dict[str, t.Any] = {"zone": _short(operation["zone"])}
+                scope: dict[str, t.Any] = {"zone": short(operation["zone"])}
                 collection = "zoneOperations"
             elif "region" in operation:
-                scope = {"region": _short(operation["region"])}
+                scope = {"region": short(operation["region"])}
                 collection = "regionOperations"
             else:
                 scope = {}
@@ -259,8 +260,3 @@ def check_operation(operation: dict[str, t.Any], label: str) -> None:
             reason=items[0].get("code") if items else None,
             errors=items,
         )
-
-
-def _short(link: str | None) -> str:
-    """The last path element of a resource URL (``.../zones/europe-west1-b`` -> ``europe-west1-b``)."""
-    return (link or "").rstrip("/").rsplit("/", 1)[-1]

@@ -587,21 +587,19 @@ class Replica:
         return {"changed": bool(self.actions), "replica": after, "actions": self.actions,
                 "kept_data_disk": kept, "diff": {"before": before, "after": after}}
 
-    def _delete_instance(self) -> None:
+    def _delete(self, collection: str, what: str, **params: t.Any) -> None:
+        """Delete and wait; already gone counts as done."""
         try:
-            self._wait(self.api.call("instances", "delete", zone=self.spec.zone, instance=self.spec.name),
-                       "deleting instance %s" % self.spec.name)
+            self._wait(self.api.call(collection, "delete", zone=self.spec.zone, **params), "deleting %s" % what)
         except GceError as exc:
             if exc.status != 404:
                 raise
 
+    def _delete_instance(self) -> None:
+        self._delete("instances", "instance %s" % self.spec.name, instance=self.spec.name)
+
     def _delete_disk(self) -> None:
-        try:
-            self._wait(self.api.call("disks", "delete", zone=self.spec.zone, disk=self.spec.data_disk),
-                       "deleting disk %s" % self.spec.data_disk)
-        except GceError as exc:
-            if exc.status != 404:
-                raise
+        self._delete("disks", "disk %s" % self.spec.data_disk, disk=self.spec.data_disk)
 
 
 def _path(project: str, collection: str, value: str) -> str:

@@ -20,15 +20,11 @@ from kubeha_lab.sim.backend import Backend
 from kubeha_lab.sim.discovery import Route
 from kubeha_lab.sim.errors import ApiError, already_exists, in_use, invalid, stale_fingerprint
 from kubeha_lab.sim.operations import Operations
-from kubeha_lab.sim.state import COLLECTIONS, NAME, State, fingerprint, now_rfc3339
+from kubeha_lab.sim.state import COLLECTIONS, NAME, State, fingerprint, now_rfc3339, short
 
 LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
 PROJECT_NUMBER = "123456789012"
-
-
-def _short(link: str | None) -> str:
-    return (link or "").rstrip("/").rsplit("/", 1)[-1]
 
 
 class Compute:
@@ -437,7 +433,7 @@ class Compute:
         return self._insert("disks", params, body, user, lambda path, b: self._build_disk(params["zone"], b, "resource"))
 
     def _build_disk(self, zone: str, body: dict[str, t.Any], where: str) -> dict[str, t.Any]:
-        kind = _short(body.get("type")) or "pd-standard"
+        kind = short(body.get("type")) or "pd-standard"
         if body.get("type"):
             self._ref_in_zone(body["type"], "diskTypes", zone, "%s.type" % where)
         if kind not in catalog.DISK_TYPES:
@@ -455,7 +451,7 @@ class Compute:
                     type=self.state.link("zones/%s/diskTypes/%s" % (zone, kind)), physicalBlockSizeBytes="4096")
         if image:
             body["sourceImage"] = image
-            body["sourceImageId"] = catalog.stable_id(_short(image))
+            body["sourceImageId"] = catalog.stable_id(short(image))
         return body
 
     def finish_disks(self, path: str, disk: dict[str, t.Any]) -> None:
@@ -500,10 +496,10 @@ class Compute:
         if not machine:
             raise invalid("Required field 'resource.machineType' not specified")
         self._ref_in_zone(machine, "machineTypes", zone, "resource.machineType")
-        if _short(machine) not in catalog.MACHINE_TYPES:
+        if short(machine) not in catalog.MACHINE_TYPES:
             raise invalid("Invalid value for field 'resource.machineType': '%s'. Machine type with name '%s' does not "
-                          "exist in zone '%s'." % (machine, _short(machine), zone))
-        body["machineType"] = state.link("zones/%s/machineTypes/%s" % (zone, _short(machine)))
+                          "exist in zone '%s'." % (machine, short(machine), zone))
+        body["machineType"] = state.link("zones/%s/machineTypes/%s" % (zone, short(machine)))
         disks = body.get("disks") or []
         if sum(1 for d in disks if d.get("boot")) != 1:
             raise invalid("Invalid value for field 'resource.disks': ''. Exactly one boot disk must be specified.")
@@ -556,7 +552,7 @@ class Compute:
                           "network interface.")
         nic = nics[0]
         network = nic.get("network") or "global/networks/default"
-        if _short(network) != "default":
+        if short(network) != "default":
             raise invalid("Invalid value for field 'resource.networkInterfaces[0].network': '%s'. The referenced "
                           "network resource cannot be found." % network)
         if nic.get("subnetwork"):
@@ -648,7 +644,7 @@ class Compute:
             if address is None or address.get("addressType", "EXTERNAL") != "EXTERNAL":
                 raise invalid("Invalid value for field '%s.natIP': '%s'. The specified external IP address '%s' was not "
                               "found in region '%s'." % (where, nat_ip, nat_ip, region))
-            if _short(address.get("region")) != region:
+            if short(address.get("region")) != region:
                 raise invalid("Invalid value for field '%s.natIP': '%s'. The specified external IP address '%s' was not "
                               "found in region '%s'." % (where, nat_ip, nat_ip, region))
             users = [u for u in address.get("users") or [] if u != self.state.link(instance_path)]
@@ -1399,7 +1395,7 @@ class Compute:
                                   "cannot be found." % ip)
                 ip = address["address"]
             address = self._address_by_ip(ip)
-            if address is None or _short(address.get("region")) != region:
+            if address is None or short(address.get("region")) != region:
                 raise invalid("Invalid value for field 'resource.IPAddress': '%s'. Specified IP address is not reserved in "
                               "region %s." % (ip, region))
             users = address.get("users") or []
@@ -1526,7 +1522,7 @@ class Compute:
                     continue
                 nic = (resource.get("networkInterfaces") or [{}])[0]
                 nat = next((c.get("natIP") for c in nic.get("accessConfigs") or [] if c.get("natIP")), None)
-                instances.append({"name": resource["name"], "selfLink": resource["selfLink"], "zone": _short(resource["zone"]),
+                instances.append({"name": resource["name"], "selfLink": resource["selfLink"], "zone": short(resource["zone"]),
                                   "internal_ip": nic.get("networkIP"), "nat_ip": nat,
                                   "tags": (resource.get("tags") or {}).get("items") or [],
                                   "service_accounts": [a["email"] for a in resource.get("serviceAccounts") or []],

@@ -23,19 +23,16 @@ from kubeha_lab.host import HEALTH_CHECK_IPS, Host, HostError
 from kubeha_lab.sim import catalog
 from kubeha_lab.sim.backend import Backend
 from kubeha_lab.sim.errors import ApiError
+from kubeha_lab.sim.state import short
 
 # Probe settings of a forwarding rule whose pool has no health check: GCE then treats every
 # running member as healthy.
 NO_CHECK: dict[str, t.Any] = {}
 
 
-def _short(link: str | None) -> str:
-    return (link or "").rstrip("/").rsplit("/", 1)[-1]
-
-
 def key(resource: t.Mapping[str, t.Any]) -> str:
     """The host layer's name for a zonal resource: ``ZONE.NAME``."""
-    return "%s.%s" % (_short(resource.get("zone")), resource["name"])
+    return "%s.%s" % (short(resource.get("zone")), resource["name"])
 
 
 def probe(check: t.Mapping[str, t.Any], address: str, source: str) -> bool:
@@ -134,7 +131,7 @@ class MachineBackend(Backend):
         name = key(instance)
         if self.host.machine_status(name) in ("running", "starting"):
             return
-        zone = _short(instance.get("zone"))
+        zone = short(instance.get("zone"))
         region = catalog.region_of_zone(zone) or ""
         boot, data = self._disk_paths(disks)
         nic = (instance.get("networkInterfaces") or [{}])[0]

@@ -19,15 +19,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from kubeha_lab.sim import auth
+from kubeha_lab.sim.state import short
 
 if t.TYPE_CHECKING:
     from kubeha_lab.sim.server import Simulator
 
 PROJECT_NUMBER = "123456789012"
-
-
-def _short(link: str | None) -> str:
-    return (link or "").rstrip("/").rsplit("/", 1)[-1]
 
 
 def tree(sim: "Simulator", instance: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
@@ -42,11 +39,11 @@ def tree(sim: "Simulator", instance: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
     return {
         "instance": {
             "attributes": attributes,
-            "hostname": "%s.%s.c.%s.internal" % (instance["name"], _short(instance.get("zone")), sim.state.project),
+            "hostname": "%s.%s.c.%s.internal" % (instance["name"], short(instance.get("zone")), sim.state.project),
             "id": int(instance["id"]),
             "name": instance["name"],
-            "zone": "projects/%s/zones/%s" % (PROJECT_NUMBER, _short(instance.get("zone"))),
-            "machine-type": "projects/%s/machineTypes/%s" % (PROJECT_NUMBER, _short(instance.get("machineType"))),
+            "zone": "projects/%s/zones/%s" % (PROJECT_NUMBER, short(instance.get("zone"))),
+            "machine-type": "projects/%s/machineTypes/%s" % (PROJECT_NUMBER, short(instance.get("machineType"))),
             "tags": (instance.get("tags") or {}).get("items") or [],
             "network-interfaces": [{
                 "ip": nic.get("networkIP"), "network": "projects/%s/networks/default" % PROJECT_NUMBER,

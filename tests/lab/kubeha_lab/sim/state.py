@@ -36,6 +36,11 @@ COLLECTIONS: dict[str, tuple[str, str, str]] = {
 }
 
 
+def short(link: str | None) -> str:
+    """The last path element of a resource URL (``.../zones/europe-west1-b`` -> ``europe-west1-b``)."""
+    return (link or "").rstrip("/").rsplit("/", 1)[-1]
+
+
 def now_rfc3339() -> str:
     return datetime.datetime.now(datetime.timezone(datetime.timedelta(hours=-8))).isoformat(timespec="milliseconds")
 
