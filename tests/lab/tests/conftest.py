@@ -16,6 +16,7 @@ import httplib2
 import pytest
 from googleapiclient import discovery
 
+from kubeha_lab.sim.faults import is_mutating
 from kubeha_lab.sim.operations import Timing
 from kubeha_lab.sim.server import Simulator, serve
 
@@ -78,9 +79,7 @@ class Lab:
 
     def mutating(self) -> list[str]:
         """API methods called since the log was last cleared that change something."""
-        reads = (".get", ".list", ".aggregatedList", ".wait", ".getFromFamily", ".getHealth", ".listInstances")
-        return [r["method"] for r in self.requests()
-                if r["method"].startswith("compute.") and not r["method"].endswith(reads)]
+        return [r["method"] for r in self.requests() if is_mutating(r["method"])]
 
 
 @pytest.fixture

@@ -286,6 +286,35 @@ def test_load_balancer_resources_and_health(lab, compute):
     assert error_of(caught.value)[:2] == (412, "conditionNotMet")
 
 
+def test_health_checks_update_and_groups_start_empty(lab, compute):
+    create_instance(compute)
+    region = "europe-west1"
+    wait(compute, compute.regionHealthChecks().insert(project=PROJECT, region=region, body={
+        "name": "hc", "type": "HTTPS", "httpsHealthCheck": {"port": 443, "requestPath": "/readyz"}}).execute())
+    wait(compute, compute.regionHealthChecks().update(project=PROJECT, region=region, healthCheck="hc", body={
+        "name": "hc", "type": "TCP", "tcpHealthCheck": {"port": 6443}, "checkIntervalSec": 2, "timeoutSec": 1}).execute())
+    check = compute.regionHealthChecks().get(project=PROJECT, region=region, healthCheck="hc").execute()
+    assert check["type"] == "TCP" and check["tcpHealthCheck"]["port"] == 6443 and "httpsHealthCheck" not in check
+    assert check["checkIntervalSec"] == 2 and check["region"].endswith("/regions/europe-west1")
+    with pytest.raises(HttpError) as caught:
+        compute.regionHealthChecks().patch(project=PROJECT, region=region, healthCheck="hc",
+                                           body={"timeoutSec": 5}).execute()
+    assert error_of(caught.value)[:2] == (400, "invalid")
+    wait(compute, compute.httpHealthChecks().insert(project=PROJECT, body={"name": "legacy", "port": 8080}).execute())
+    wait(compute, compute.httpHealthChecks().patch(project=PROJECT, httpHealthCheck="legacy",
+                                                   body={"requestPath": "/readyz"}).execute())
+    legacy = compute.httpHealthChecks().get(project=PROJECT, httpHealthCheck="legacy").execute()
+    assert (legacy["port"], legacy["requestPath"]) == (8080, "/readyz")
+    # A group made again under the same name has no members of the old one.
+    for _round in (1, 2):
+        wait(compute, compute.instanceGroups().insert(project=PROJECT, zone=ZONE, body={"name": "g"}).execute())
+        listed = compute.instanceGroups().listInstances(project=PROJECT, zone=ZONE, instanceGroup="g", body={}).execute()
+        assert listed.get("items", []) == []
+        wait(compute, compute.instanceGroups().addInstances(project=PROJECT, zone=ZONE, instanceGroup="g", body={
+            "instances": [{"instance": "zones/%s/instances/k-master" % ZONE}]}).execute())
+        wait(compute, compute.instanceGroups().delete(project=PROJECT, zone=ZONE, instanceGroup="g").execute())
+
+
 def test_target_pool_members_and_health_checks(lab, compute):
     create_instance(compute)
     wait(compute, compute.httpHealthChecks().insert(project=PROJECT, body={"name": "k-master-hc", "port": 8080}).execute())

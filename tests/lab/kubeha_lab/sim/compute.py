@@ -25,6 +25,9 @@ from kubeha_lab.sim.state import COLLECTIONS, NAME, State, fingerprint, now_rfc3
 LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
 PROJECT_NUMBER = "123456789012"
+#: The details field of each health check type.
+CHECK_FIELDS = {"TCP": "tcpHealthCheck", "HTTP": "httpHealthCheck", "HTTPS": "httpsHealthCheck",
+                "SSL": "sslHealthCheck", "HTTP2": "http2HealthCheck"}
 
 
 class Compute:
@@ -1045,35 +1048,73 @@ class Compute:
         self._network_changed()
 
     def m_httpHealthChecks_insert(self, params, query, body, user):
-        def build(path, b):
-            b.update(port=int(b.get("port", 80)), requestPath=b.get("requestPath", "/"), checkIntervalSec=int(
-                b.get("checkIntervalSec", 5)), timeoutSec=int(b.get("timeoutSec", 5)), unhealthyThreshold=int(
-                b.get("unhealthyThreshold", 2)), healthyThreshold=int(b.get("healthyThreshold", 2)))
-            if b["timeoutSec"] > b["checkIntervalSec"]:
-                raise invalid("Invalid value for field 'resource.timeoutSec': '%d'. TimeoutSec should be less than or "
-                              "equal to checkIntervalSec." % b["timeoutSec"])
-            return b
-        return self._insert("httpHealthChecks", params, body, user, build)
+        return self._insert("httpHealthChecks", params, body, user, lambda path, b: self._build_http_check(b))
+
+    @staticmethod
+    def _build_http_check(b: dict[str, t.Any]) -> dict[str, t.Any]:
+        b.update(port=int(b.get("port", 80)), requestPath=b.get("requestPath", "/"), checkIntervalSec=int(
+            b.get("checkIntervalSec", 5)), timeoutSec=int(b.get("timeoutSec", 5)), unhealthyThreshold=int(
+            b.get("unhealthyThreshold", 2)), healthyThreshold=int(b.get("healthyThreshold", 2)))
+        if b["timeoutSec"] > b["checkIntervalSec"]:
+            raise invalid("Invalid value for field 'resource.timeoutSec': '%d'. TimeoutSec should be less than or "
+                          "equal to checkIntervalSec." % b["timeoutSec"])
+        return b
 
     def m_regionHealthChecks_insert(self, params, query, body, user):
         region = params["region"]
+        return self._insert("regionHealthChecks", params, body, user,
+                            lambda path, b: self._build_region_check(region, b))
 
-        def build(path, b):
-            kind = b.get("type")
-            if kind not in ("TCP", "HTTP", "HTTPS", "SSL", "HTTP2"):
-                raise invalid("Invalid value for field 'resource.type': '%s'. Health check type must be specified." % kind)
-            field = {"TCP": "tcpHealthCheck", "HTTP": "httpHealthCheck", "HTTPS": "httpsHealthCheck",
-                     "SSL": "sslHealthCheck", "HTTP2": "http2HealthCheck"}[kind]
-            details = b.setdefault(field, {})
-            details.setdefault("port", 443 if kind in ("HTTPS", "SSL", "HTTP2") else 80)
-            if kind in ("HTTP", "HTTPS", "HTTP2"):
-                details.setdefault("requestPath", "/")
-            details.setdefault("proxyHeader", "NONE")
-            b.update(region=self.state.link("regions/%s" % region), checkIntervalSec=int(b.get("checkIntervalSec", 5)),
-                     timeoutSec=int(b.get("timeoutSec", 5)), unhealthyThreshold=int(b.get("unhealthyThreshold", 2)),
-                     healthyThreshold=int(b.get("healthyThreshold", 2)))
-            return b
-        return self._insert("regionHealthChecks", params, body, user, build)
+    def _build_region_check(self, region: str, b: dict[str, t.Any]) -> dict[str, t.Any]:
+        kind = b.get("type")
+        if kind not in ("TCP", "HTTP", "HTTPS", "SSL", "HTTP2"):
+            raise invalid("Invalid value for field 'resource.type': '%s'. Health check type must be specified." % kind)
+        field = CHECK_FIELDS[kind]
+        for other in set(CHECK_FIELDS.values()) - {field}:
+            if other in b:
+                raise invalid("Invalid value for field 'resource.%s': ''. It does not match the health check type %s."
+                              % (other, kind))
+        details = b.setdefault(field, {})
+        details.setdefault("port", 443 if kind in ("HTTPS", "SSL", "HTTP2") else 80)
+        if kind in ("HTTP", "HTTPS", "HTTP2"):
+            details.setdefault("requestPath", "/")
+        details.setdefault("proxyHeader", "NONE")
+        b.update(region=self.state.link("regions/%s" % region), checkIntervalSec=int(b.get("checkIntervalSec", 5)),
+                 timeoutSec=int(b.get("timeoutSec", 5)), unhealthyThreshold=int(b.get("unhealthyThreshold", 2)),
+                 healthyThreshold=int(b.get("healthyThreshold", 2)))
+        if b["timeoutSec"] > b["checkIntervalSec"]:
+            raise invalid("Invalid value for field 'resource.timeoutSec': '%d'. TimeoutSec should be less than or "
+                          "equal to checkIntervalSec." % b["timeoutSec"])
+        return b
+
+    def _replace_check(self, collection: str, path: str, params: t.Mapping[str, str], body: dict[str, t.Any],
+                       user: str, op_type: str, build: t.Callable[[dict[str, t.Any]], dict[str, t.Any]]) -> dict[str, t.Any]:
+        current = self.state.require(path)
+        fixed = ("name", "id", "selfLink", "kind", "creationTimestamp", "region")
+        if op_type == "patch":
+            merged = copy.deepcopy(current)
+            merged.update({k: v for k, v in body.items() if k not in fixed})
+        else:
+            merged = {k: v for k, v in copy.deepcopy(body).items() if k not in fixed}
+        merged = build(merged)
+        merged.update({k: current[k] for k in fixed if k in current})
+        return self._op(collection, params, op_type, path, user, "replace", resource=merged)
+
+    def m_httpHealthChecks_update(self, params, query, body, user):
+        return self._replace_check("httpHealthChecks", "global/httpHealthChecks/%s" % params["httpHealthCheck"],
+                                   params, body, user, "update", self._build_http_check)
+
+    def m_httpHealthChecks_patch(self, params, query, body, user):
+        return self._replace_check("httpHealthChecks", "global/httpHealthChecks/%s" % params["httpHealthCheck"],
+                                   params, body, user, "patch", self._build_http_check)
+
+    def m_regionHealthChecks_update(self, params, query, body, user):
+        return self._replace_check("regionHealthChecks", "regions/%s/healthChecks/%s" % (params["region"], params["healthCheck"]),
+                                   params, body, user, "update", lambda b: self._build_region_check(params["region"], b))
+
+    def m_regionHealthChecks_patch(self, params, query, body, user):
+        return self._replace_check("regionHealthChecks", "regions/%s/healthChecks/%s" % (params["region"], params["healthCheck"]),
+                                   params, body, user, "patch", lambda b: self._build_region_check(params["region"], b))
 
     def deletable_httpHealthChecks(self, path: str, resource: dict[str, t.Any]) -> None:
         self._not_referenced(path, "healthChecks")
@@ -1244,6 +1285,10 @@ class Compute:
             instance = self.state.get(_rel(link, self.state.project)) or {}
             items.append({"instance": link, "status": instance.get("status", "UNKNOWN")})
         return self._page(items, query, "compute#instanceGroupsListInstances", self.state.link(path))
+
+    def after_delete_instanceGroups(self, path: str, group: dict[str, t.Any]) -> None:
+        # The members go with the group: a new group of the same name starts empty.
+        self.state.data.setdefault("group_members", {}).pop(path, None)
 
     def deletable_instanceGroups(self, path: str, resource: dict[str, t.Any]) -> None:
         link = self.state.link(path)

@@ -9,12 +9,16 @@ Faults are set through the control API as one JSON document::
      "errors": {"compute.instances.insert": {"rate": 0.3, "status": 503}, "*": {"rate": 0.1, "status": 500}},
      "rate_limit": {"per_second": 5},
      "fail_operations": {"compute.disks.insert": {"count": 1, "code": "QUOTA_EXCEEDED", "message": "..."}},
-     "latency": {"compute.instances.get": 0.5, "*": 0.01}}
+     "latency": {"compute.instances.get": 0.5, "*": 0.01},
+     "hold": {"mutating_call": 3}}
 
 An error rate answers that share of matching calls with the status (429, 500 or
 503, in GCE's shape); the rate limit answers 403 rateLimitExceeded beyond that
 many calls in any second, as GCE does per project; a failed operation ends DONE
-with the given error; latency delays the answer.
+with the given error; latency delays the answer. ``hold`` carries out the
+N-th call that changes something (counted from when the faults were set) and
+then holds its answer until ``POST /_lab/release``: a test kills the client
+while it waits, as if the client died right after GCE accepted the request.
 """
 
 from __future__ import annotations
@@ -31,6 +35,13 @@ REASONS = {429: "rateLimitExceeded", 500: "backendError", 502: "badGateway", 503
 MESSAGES = {429: "Rate Limit Exceeded", 500: "Internal error. Please try again or contact Google Support.",
             502: "Bad Gateway", 503: "The service is currently unavailable."}
 LOG_LIMIT = 100000
+#: Methods that only read; every other compute method changes something.
+READ_METHODS = ("get", "list", "aggregatedList", "wait", "getFromFamily", "getHealth", "listInstances")
+HOLD_LIMIT = 120.0
+
+
+def is_mutating(method: str) -> bool:
+    return method.startswith("compute.") and method.rsplit(".", 1)[-1] not in READ_METHODS
 
 
 class Faults:
@@ -40,6 +51,9 @@ class Faults:
         self.random = random.Random()
         self.recent: collections.deque[float] = collections.deque()
         self.log: list[dict[str, t.Any]] = []
+        self.mutating_calls = 0
+        self.held: str | None = None
+        self.release_event = threading.Event()
 
     def set(self, config: dict[str, t.Any]) -> None:
         for status in (spec.get("status") for spec in (config.get("errors") or {}).values()):
@@ -49,6 +63,10 @@ class Faults:
             self.config = config
             self.random = random.Random(config.get("seed"))
             self.recent.clear()
+            self.mutating_calls = 0
+            self.held = None
+            self.release_event.set()
+            self.release_event = threading.Event()
 
     def _for(self, table: str, method: str) -> t.Any:
         entries = self.config.get(table) or {}
@@ -76,6 +94,29 @@ class Faults:
         if fail:
             status = int(error.get("status", 503))
             raise ApiError(status, REASONS[status], MESSAGES[status])
+
+    def after_call(self, method: str) -> None:
+        """The call was carried out; hold its answer if it is the one to hold."""
+        if not is_mutating(method):
+            return
+        with self.lock:
+            self.mutating_calls += 1
+            nth = (self.config.get("hold") or {}).get("mutating_call")
+            if nth != self.mutating_calls:
+                return
+            self.held = method
+            event = self.release_event
+        event.wait(HOLD_LIMIT)
+
+    def release(self) -> dict[str, t.Any]:
+        with self.lock:
+            held = self.held
+            self.release_event.set()
+        return {"released": held}
+
+    def status(self) -> dict[str, t.Any]:
+        with self.lock:
+            return {"mutating_calls": self.mutating_calls, "held": self.held}
 
     def operation_failure(self, method: str) -> tuple[str, str] | None:
         """(code, message) when this operation is to fail."""

@@ -187,7 +187,12 @@ class MachineBackend(Backend):
             ports = list(rule.get("ports") or [])
             if not ports and rule.get("port_range") and rule["port_range"] != "1-65535":
                 ports = [rule["port_range"]]
-            backends = [m["internal_ip"] for m in rule.get("members") or [] if self._healthy(rule.get("check") or {}, m)]
+            members = rule.get("members") or []
+            backends = [m["internal_ip"] for m in members if self._healthy(rule.get("check") or {}, m)]
+            if not backends:
+                # GCE: "When all backend VMs are unhealthy, the load balancer distributes new connections
+                # among all backends as a last resort" (target pools without a failover ratio alike).
+                backends = [m["internal_ip"] for m in members]
             rules.append({"name": rule["name"], "ip": rule["ip"], "protocol": rule.get("protocol") or "TCP",
                           "ports": ports, "backends": backends})
         return {"instances": instances, "firewalls": network.get("firewalls") or [], "forwarding_rules": rules}

@@ -6,7 +6,7 @@
 Paths:
   /compute/v1/...   the Compute Engine API (bearer token required)
   /token            OAuth2 token endpoint (JWT bearer grant with a key the lab issued)
-  /_lab/...         control: service-account keys, faults, request log, timing,
+  /_lab/...         control: service-account keys, faults (and hold/release), request log, timing,
                     crash/cut an instance, take a zone down (no token; loopback only)
 """
 
@@ -166,7 +166,11 @@ class Handler(BaseHTTPRequestHandler):
                 sim.faults.before_call(method_id)
                 result = sim.compute.handle(route, user)
                 status = 200
-                self._send(200, result)
+                sim.faults.after_call(method_id)
+                try:
+                    self._send(200, result)
+                except OSError:
+                    pass  # the client is gone (a test killed it while its answer was held)
             elif url.path == "/token" and http == "POST":
                 method_id = "token"
                 try:
@@ -217,6 +221,10 @@ class Handler(BaseHTTPRequestHandler):
             elif http == "DELETE":
                 sim.faults.set({})
             return 200, sim.faults.config
+        if parts == ["release"] and http == "POST":
+            return 200, sim.faults.release()
+        if parts == ["hold"]:
+            return 200, sim.faults.status()
         if parts == ["timing"]:
             if http in ("PUT", "POST"):
                 for key in ("pending", "running", "wait_limit"):
