@@ -281,9 +281,12 @@ def run_module(main: t.Callable[[], None], args: dict[str, t.Any], http: GceHttp
     full.update(args)
     full["_ansible_check_mode"] = check_mode
     full["_ansible_diff"] = diff
-    from ansible.module_utils import basic
+    from ansible.module_utils import _internal, basic
 
+    # Once a test in the same process has loaded controller code (a filter plugin), warnings would
+    # go to the controller's display instead of into the module's result.
     with patch_module_args(full), \
+            mock.patch.object(_internal, "is_controller", False), \
             mock.patch.object(basic.AnsibleModule, "exit_json", _exit_json), \
             mock.patch.object(basic.AnsibleModule, "fail_json", _fail_json):
         with pytest.raises(ModuleExit) as caught:
