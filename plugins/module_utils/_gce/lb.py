@@ -23,6 +23,7 @@ from __future__ import annotations
 import typing as t
 
 from ansible_collections.kubeha.gce.plugins.module_utils._clock import CLOCK, Clock
+from ansible_collections.kubeha.gce.plugins.module_utils._gce.address import external_address
 from ansible_collections.kubeha.gce.plugins.module_utils._gce.api import ComputeApi, Deadline, GceError
 from ansible_collections.kubeha.gce.plugins.module_utils._gce.names import (
     CLUSTER_LABEL,
@@ -259,22 +260,11 @@ class LoadBalancer:
         self._check_address_users()
 
     def _read_address(self) -> dict[str, t.Any]:
-        spec = self.spec
-        address = self.api.get("addresses", region=spec.region, address=spec.address)
-        if address is None:
-            elsewhere = [a for a in self.api.aggregated("addresses", filter='name = "%s"' % spec.address)
-                         if a.get("name") == spec.address]
-            if elsewhere:
-                where = short(elsewhere[0].get("region")) or "global"
-                raise GceError("address '%s' is in %s, not in region %s; the load balancer's address must be in "
-                               "the replicas' region" % (spec.address, where, spec.region), status=400, reason="invalid")
-            raise GceError("address '%s' does not exist in region %s: reserve it first (it is made once, at "
-                           "bootstrap, and never deleted)" % (spec.address, spec.region), status=404,
-                           reason="notFound")
-        if address.get("addressType", "EXTERNAL") != "EXTERNAL":
-            raise GceError("address '%s' is an internal address (%s); the API servers need an external one"
-                           % (spec.address, address.get("address")), status=400, reason="invalid")
-        return address
+        return external_address(
+            self.api, self.spec.address, self.spec.region,
+            elsewhere_hint="; the load balancer's address must be in the replicas' region",
+            missing_hint=": reserve it first (it is made once, at bootstrap, and never deleted)",
+            internal_hint="the API servers need an external one")
 
     def _read_replicas(self) -> dict[str, dict[str, t.Any]]:
         found = {}

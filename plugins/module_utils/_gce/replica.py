@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import typing as t
 
+from ansible_collections.kubeha.gce.plugins.module_utils._gce.address import external_address
 from ansible_collections.kubeha.gce.plugins.module_utils._gce.api import ComputeApi, GceError
 from ansible_collections.kubeha.gce.plugins.module_utils._gce.names import (
     CLUSTER_LABEL,
@@ -235,19 +236,8 @@ class Replica:
         spec = self.spec
         if spec.external_ip in ("none", "ephemeral"):
             return None
-        address = self.api.get("addresses", region=spec.region, address=spec.external_ip)
-        if address is None:
-            elsewhere = [a for a in self.api.aggregated("addresses", filter='name = "%s"' % spec.external_ip)
-                         if a.get("name") == spec.external_ip]
-            if elsewhere:
-                where = short(elsewhere[0].get("region")) or "global"
-                raise GceError("external_ip: address '%s' is in %s, not in region %s of zone %s"
-                               % (spec.external_ip, where, spec.region, spec.zone), status=400, reason="invalid")
-            raise GceError("external_ip: address '%s' does not exist in region %s"
-                           % (spec.external_ip, spec.region), status=404, reason="notFound")
-        if address.get("addressType", "EXTERNAL") != "EXTERNAL":
-            raise GceError("external_ip: address '%s' is an internal address (%s); an external one is needed"
-                           % (spec.external_ip, address.get("address")), status=400, reason="invalid")
+        address = external_address(self.api, spec.external_ip, spec.region, prefix="external_ip: ",
+                                   elsewhere_hint=" of zone %s" % spec.zone)
         others = self._other_users(address, instance)
         if others:
             raise GceError("external_ip: address '%s' (%s) is in use by %s; it cannot be given to replica '%s'"

@@ -26,15 +26,12 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import google.oauth2.service_account  # noqa: E402  pylint: disable=wrong-import-position
-import google_auth_httplib2  # noqa: E402  pylint: disable=wrong-import-position
-import httplib2  # noqa: E402  pylint: disable=wrong-import-position
 from cryptography import x509  # noqa: E402  pylint: disable=wrong-import-position
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402  pylint: disable=wrong-import-position
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402  pylint: disable=wrong-import-position
 from cryptography.x509.oid import NameOID  # noqa: E402  pylint: disable=wrong-import-position
-from googleapiclient import discovery  # noqa: E402  pylint: disable=wrong-import-position
 
+from kubeha_lab.apiclient import client, done  # noqa: E402  pylint: disable=wrong-import-position
 from kubeha_lab.availability import Poller  # noqa: E402  pylint: disable=wrong-import-position
 from kubeha_lab.sim.faults import is_mutating  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -83,7 +80,7 @@ nohup python3 /usr/local/bin/lb-test-server >/dev/null 2>&1 &
 """
 
 
-def test_certificate() -> str:
+def self_signed_pem() -> str:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lb-test")])
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -92,27 +89,6 @@ def test_certificate() -> str:
             .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
     return (cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())).decode().strip()
-
-
-def client():
-    credentials = google.oauth2.service_account.Credentials.from_service_account_file(
-        os.environ["GCP_SERVICE_ACCOUNT_FILE"], scopes=["https://www.googleapis.com/auth/compute"])
-    http = google_auth_httplib2.AuthorizedHttp(credentials, http=httplib2.Http(timeout=60))
-    return discovery.build("compute", "v1", http=http, static_discovery=True, cache_discovery=False,
-                           client_options={"api_endpoint": os.environ["KUBEHA_GCE_API_ENDPOINT"]})
-
-
-def done(compute, op):
-    while op["status"] != "DONE":
-        if "zone" in op:
-            op = compute.zoneOperations().wait(project=PROJECT, zone=op["zone"].rsplit("/", 1)[-1], operation=op["name"]).execute()
-        elif "region" in op:
-            op = compute.regionOperations().wait(project=PROJECT, region=REGION, operation=op["name"]).execute()
-        else:
-            op = compute.globalOperations().wait(project=PROJECT, operation=op["name"]).execute()
-    if "error" in op:
-        raise SystemExit("operation failed: %s" % op["error"])
-    return op
 
 
 def control(method: str, path: str) -> t.Any:
@@ -191,7 +167,7 @@ def main() -> int:
         "sourceRanges": ["0.0.0.0/0"], "targetTags": ["k-master"]}).execute())
     done(compute, compute.addresses().insert(project=PROJECT, region=REGION, body={"name": "k-master-ip"}).execute())
     ip = compute.addresses().get(project=PROJECT, region=REGION, address="k-master-ip").execute()["address"]
-    pem = test_certificate()
+    pem = self_signed_pem()
     for name, zone in ZONES.items():
         access = {"name": "External NAT", "type": "ONE_TO_ONE_NAT", **({"natIP": ip} if name == R1 else {})}
         script = SERVER.replace("@PEM@", pem).replace("@NAME@", name)

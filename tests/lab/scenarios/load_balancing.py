@@ -19,11 +19,8 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import google.oauth2.service_account  # noqa: E402  pylint: disable=wrong-import-position
-import google_auth_httplib2  # noqa: E402  pylint: disable=wrong-import-position
-import httplib2  # noqa: E402  pylint: disable=wrong-import-position
-from googleapiclient import discovery  # noqa: E402  pylint: disable=wrong-import-position
 
+from kubeha_lab.apiclient import client, done  # noqa: E402  pylint: disable=wrong-import-position
 from kubeha_lab.availability import Poller  # noqa: E402  pylint: disable=wrong-import-position
 
 PROJECT = os.environ["GCP_PROJECT"]
@@ -41,27 +38,6 @@ http.server.ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()
 PY
 nohup python3 /usr/local/bin/answer-hostname >/dev/null 2>&1 &
 """
-
-
-def client():
-    credentials = google.oauth2.service_account.Credentials.from_service_account_file(
-        os.environ["GCP_SERVICE_ACCOUNT_FILE"], scopes=["https://www.googleapis.com/auth/compute"])
-    http = google_auth_httplib2.AuthorizedHttp(credentials, http=httplib2.Http(timeout=60))
-    return discovery.build("compute", "v1", http=http, static_discovery=True, cache_discovery=False,
-                           client_options={"api_endpoint": os.environ["KUBEHA_GCE_API_ENDPOINT"]})
-
-
-def done(compute, op):
-    while op["status"] != "DONE":
-        if "zone" in op:
-            op = compute.zoneOperations().wait(project=PROJECT, zone=op["zone"].rsplit("/", 1)[-1], operation=op["name"]).execute()
-        elif "region" in op:
-            op = compute.regionOperations().wait(project=PROJECT, region=REGION, operation=op["name"]).execute()
-        else:
-            op = compute.globalOperations().wait(project=PROJECT, operation=op["name"]).execute()
-    if "error" in op:
-        raise SystemExit("operation failed: %s" % op["error"])
-    return op
 
 
 def ask(ip, port=8080):
