@@ -216,6 +216,23 @@ class ComputeApi:
             if not token:
                 return items
 
+    # -- changes that a re-run may repeat ---------------------------------------------------
+    def insert(self, collection: str, body: dict[str, t.Any], timeout: float, what: str, **scope: t.Any) -> None:
+        """Create and wait; a 409 alreadyExists (a retried insert whose first attempt went through) is done."""
+        try:
+            self.wait(self.call(collection, "insert", body=body, **scope), timeout, what)
+        except GceError as exc:
+            if exc.reason != "alreadyExists":
+                raise
+
+    def delete(self, collection: str, timeout: float, what: str, **params: t.Any) -> None:
+        """Delete and wait; already gone (404) is done."""
+        try:
+            self.wait(self.call(collection, "delete", **params), timeout, what)
+        except GceError as exc:
+            if exc.status != 404:
+                raise
+
     # -- operations ---------------------------------------------------------------------
     def wait(self, operation: dict[str, t.Any], timeout: float, what: str = "") -> dict[str, t.Any]:
         """Wait for an operation to be DONE within ``timeout`` seconds and check its error.
@@ -260,3 +277,19 @@ def check_operation(operation: dict[str, t.Any], label: str) -> None:
             reason=items[0].get("code") if items else None,
             errors=items,
         )
+
+
+def with_fingerprint(resource: t.Mapping[str, t.Any], read: t.Callable[[], dict[str, t.Any] | None],
+                     apply: t.Callable[[t.Mapping[str, t.Any]], t.Any]) -> None:
+    """Apply a change with the fingerprint read before; on a stale fingerprint (412) re-read and apply once more."""
+    try:
+        apply(resource)
+    except GceError as exc:
+        if exc.status != 412 and exc.reason != "conditionNotMet":
+            raise
+        fresh = read()
+        if fresh is None:
+            raise GceError("%s '%s' disappeared while it was being changed"
+                           % (resource.get("kind", "resource").split("#")[-1], resource.get("name")),
+                           status=404, reason="notFound") from None
+        apply(fresh)

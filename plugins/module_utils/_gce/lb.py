@@ -24,20 +24,25 @@ import typing as t
 
 from ansible_collections.kubeha.gce.plugins.module_utils._clock import CLOCK, Clock
 from ansible_collections.kubeha.gce.plugins.module_utils._gce.address import external_address
-from ansible_collections.kubeha.gce.plugins.module_utils._gce.api import ComputeApi, Deadline, GceError
+from ansible_collections.kubeha.gce.plugins.module_utils._gce.api import ComputeApi, Deadline, GceError, with_fingerprint
 from ansible_collections.kubeha.gce.plugins.module_utils._gce.names import (
     CLUSTER_LABEL,
     ROLE_LABEL,
-    ROLE_MASTER,
     InvalidInput,
     check_name,
     check_region,
-    instance_filter,
+    is_master_of,
     master_labels,
     region_of,
     short,
 )
-from ansible_collections.kubeha.gce.plugins.module_utils._gce.replica import EXTERNAL_NAT, external_ip_of, nic0
+from ansible_collections.kubeha.gce.plugins.module_utils._gce.replica import (
+    EXTERNAL_NAT,
+    cluster_instances,
+    describe_user,
+    external_ip_of,
+    nic0,
+)
 
 STATES = ("single", "balanced", "absent")
 BACKENDS = ("backend_service", "target_pool")
@@ -184,17 +189,6 @@ def rel(link: str | None) -> str:
     return path
 
 
-def describe(link: str) -> str:
-    """A resource link in words: ``forwarding rule 'k-master'``, ``instance 'k-master' (europe-west1-b)``."""
-    parts = rel(link).split("/")
-    if len(parts) < 2:
-        return "'%s'" % link
-    kind = {"instances": "instance", "forwardingRules": "forwarding rule", "targetPools": "target pool",
-            "routers": "router"}.get(parts[-2], parts[-2])
-    where = " (%s)" % parts[1] if parts[0] == "zones" else ""
-    return "%s '%s'%s" % (kind, parts[-1], where)
-
-
 class Resource(t.NamedTuple):
     collection: str
     name: str
@@ -230,7 +224,6 @@ class LoadBalancer:
         self.http_check: dict[str, t.Any] | None = None
         self.groups: dict[str, dict[str, t.Any]] = {}  # zone -> instance group
         self.group_members: dict[str, set[str]] = {}  # zone -> instance paths
-        self._given_ephemeral: set[str] = set()
 
     # -- reading ------------------------------------------------------------------------------------
     def read(self) -> None:
@@ -267,15 +260,7 @@ class LoadBalancer:
             internal_hint="the API servers need an external one")
 
     def _read_replicas(self) -> dict[str, dict[str, t.Any]]:
-        found = {}
-        for instance in self.api.aggregated("instances", filter=instance_filter(self.spec.cluster)):
-            labels = instance.get("labels") or {}
-            zone = short(instance.get("zone")) or ""
-            if labels.get(CLUSTER_LABEL) != self.spec.cluster or labels.get(ROLE_LABEL) != ROLE_MASTER:
-                continue
-            if zone and region_of(zone) == self.spec.region:
-                found[instance["name"]] = instance
-        return found
+        return {i["name"]: i for i in cluster_instances(self.api, self.spec.cluster, self.spec.region)}
 
     def _check_members(self) -> None:
         spec = self.spec
@@ -288,7 +273,7 @@ class LoadBalancer:
                                status=404, reason="notFound")
             zone = short(matches[0].get("zone")) or ""
             labels = matches[0].get("labels") or {}
-            if labels.get(CLUSTER_LABEL) != spec.cluster or labels.get(ROLE_LABEL) != ROLE_MASTER:
+            if not is_master_of(matches[0], spec.cluster):
                 raise GceError("instance '%s' in zone %s is not a master of cluster '%s' (its labels %s=%s, %s=%s); "
                                "only the cluster's replicas can be members" % (
                                    name, zone, spec.cluster, CLUSTER_LABEL, labels.get(CLUSTER_LABEL, "<unset>"),
@@ -302,9 +287,8 @@ class LoadBalancer:
         if resource is None:
             return None
         spec = self.spec
-        labels = resource.get("labels") or {}
         if collection == "forwardingRules":
-            ours = labels.get(CLUSTER_LABEL) == spec.cluster and labels.get(ROLE_LABEL) == ROLE_MASTER
+            ours = is_master_of(resource, spec.cluster)
         else:
             ours = spec.marker in (resource.get("description") or "")
         if not ours:
@@ -324,7 +308,7 @@ class LoadBalancer:
             if rel(user) != rule_path and rel(user) not in replica_paths:
                 raise GceError("address '%s' (%s) is in use by %s, which is neither the load balancer nor a "
                                "replica of cluster '%s'; free it first" % (
-                                   spec.address, self.address.get("address"), describe(user), spec.cluster),
+                                   spec.address, self.address.get("address"), describe_user(user, with_zone=True), spec.cluster),
                                status=409, reason="resourceInUseByAnotherResource")
         if self.rule and self.rule.get("IPAddress") != self.address.get("address"):
             raise GceError("forwarding rule '%s' has IP %s, not the reserved address '%s' (%s); delete it so that "
@@ -427,27 +411,16 @@ class LoadBalancer:
         self.api.wait(operation, self.spec.wait_timeout, what)
 
     def _insert(self, collection: str, body: dict[str, t.Any], what: str, **scope: str) -> None:
-        try:
-            self._wait(self.api.call(collection, "insert", body=body, **scope), what)
-        except GceError as exc:
-            # A retried insert whose first attempt went through answers 409: it is there.
-            if exc.reason != "alreadyExists":
-                raise
+        self.api.insert(collection, body, self.spec.wait_timeout, what, **scope)
 
     def _delete(self, resource: Resource) -> None:
         key = {"forwardingRules": "forwardingRule", "regionBackendServices": "backendService",
                "targetPools": "targetPool", "regionHealthChecks": "healthCheck", "httpHealthChecks": "httpHealthCheck",
                "instanceGroups": "instanceGroup"}[resource.collection]
 
-        def delete() -> None:
-            try:
-                self._wait(self.api.call(resource.collection, "delete", **dict(resource.scope, **{key: resource.name})),
-                           "deleting %s" % resource.label)
-            except GceError as exc:
-                if exc.status != 404:
-                    raise
-
-        self._act("delete %s" % resource.label, delete)
+        self._act("delete %s" % resource.label, lambda: self.api.delete(
+            resource.collection, self.spec.wait_timeout, "deleting %s" % resource.label,
+            **dict(resource.scope, **{key: resource.name})))
 
     def _delete_rule(self) -> None:
         """Delete the forwarding rule now (it frees the address), and not again among the unused resources."""
@@ -472,10 +445,10 @@ class LoadBalancer:
         else:
             target = self._ensure_pool()
         self._ensure_rule(target)
-        # Every member needs a way out of its own: the one that held the address, and one that was
-        # left without an external IP by a run killed between freeing the address and the next step.
+        # A member left without any external IP by a run killed between freeing the address and the
+        # next step gets one. (The holder had the reserved IP when it was read: it is not one of them.)
         for name in spec.members:
-            if not external_ip_of(self.replicas[name]) and name not in self._given_ephemeral:
+            if not external_ip_of(self.replicas[name]):
                 self._give_ephemeral(name)
         self._delete_unused()
 
@@ -579,18 +552,17 @@ class LoadBalancer:
 
     def _patch_service(self, backends: list[dict[str, str]], check_path: str, label: str) -> None:
         spec = self.spec
-        service = self.service or {}
-        for attempt in (1, 2):
+
+        def read() -> dict[str, t.Any] | None:
+            return self.api.get("regionBackendServices", region=spec.region, backendService=spec.lb_name)
+
+        def apply(service: t.Mapping[str, t.Any]) -> None:
             body = {"backends": backends, "healthChecks": [self._ref(check_path)],
                     "fingerprint": service.get("fingerprint")}
-            try:
-                self._wait(self.api.call("regionBackendServices", "patch", region=spec.region,
-                                         backendService=spec.lb_name, body=body), "changing %s" % label)
-                return
-            except GceError as exc:
-                if attempt == 2 or (exc.status != 412 and exc.reason != "conditionNotMet"):
-                    raise
-                service = self.api.get("regionBackendServices", region=spec.region, backendService=spec.lb_name) or {}
+            self._wait(self.api.call("regionBackendServices", "patch", region=spec.region,
+                                     backendService=spec.lb_name, body=body), "changing %s" % label)
+
+        with_fingerprint(self.service or {}, read, apply)
 
     def _ensure_pool(self) -> str:
         spec = self.spec
@@ -707,7 +679,6 @@ class LoadBalancer:
             self.spec.address, self.address["address"], holder["name"]))
 
     def _give_ephemeral(self, name: str) -> None:
-        self._given_ephemeral.add(name)
         self._add_access_config(name, None, "give replica %s an ephemeral external IP" % name)
 
     # single

@@ -88,6 +88,12 @@ def data_disk_name(replica: str) -> str:
     return "%s-pd" % replica
 
 
+def is_master_of(resource: t.Mapping[str, t.Any], cluster: str) -> bool:
+    """Whether ``resource`` carries the labels of a master of ``cluster``."""
+    labels = resource.get("labels") or {}
+    return labels.get(CLUSTER_LABEL) == cluster and labels.get(ROLE_LABEL) == ROLE_MASTER
+
+
 def instance_filter(cluster: str) -> str:
     """The list filter that selects a cluster's master instances by label."""
     return '(labels.%s = "%s") AND (labels.%s = "%s")' % (CLUSTER_LABEL, cluster, ROLE_LABEL, ROLE_MASTER)

@@ -8,17 +8,17 @@ from __future__ import annotations
 import typing as t
 
 from ansible_collections.kubeha.gce.plugins.module_utils._gce.address import external_address
-from ansible_collections.kubeha.gce.plugins.module_utils._gce.api import ComputeApi, GceError
+from ansible_collections.kubeha.gce.plugins.module_utils._gce.api import ComputeApi, GceError, with_fingerprint
 from ansible_collections.kubeha.gce.plugins.module_utils._gce.names import (
     CLUSTER_LABEL,
     DATA_DEVICE_NAME,
     ROLE_LABEL,
-    ROLE_MASTER,
     InvalidInput,
     check_metadata,
     check_name,
     data_disk_name,
     instance_filter,
+    is_master_of,
     master_labels,
     region_of,
     short,
@@ -185,11 +185,15 @@ def replica_view(instance: t.Mapping[str, t.Any] | None,
     }
 
 
-def describe_user(link: str) -> str:
-    """``.../regions/r/forwardingRules/k-master`` -> ``forwarding rule 'k-master'``."""
+def describe_user(link: str, with_zone: bool = False) -> str:
+    """``.../regions/r/forwardingRules/k-master`` -> ``forwarding rule 'k-master'``; ``with_zone`` adds
+    `` (ZONE)`` for a zonal resource."""
     parts = link.rstrip("/").split("/")
     kind = RESOURCE_KINDS.get(parts[-2], parts[-2]) if len(parts) > 1 else "resource"
-    return "%s '%s'" % (kind, parts[-1])
+    where = ""
+    if with_zone and "zones" in parts[:-2]:
+        where = " (%s)" % parts[parts.index("zones") + 1]
+    return "%s '%s'%s" % (kind, parts[-1], where)
 
 
 # -- the resource ------------------------------------------------------------------------------
@@ -223,7 +227,7 @@ class Replica:
     # ownership: never touch another cluster's (or nobody's) resources
     def _check_owner(self, resource: t.Mapping[str, t.Any], what: str) -> None:
         labels = resource.get("labels") or {}
-        if labels.get(CLUSTER_LABEL) != self.spec.cluster or labels.get(ROLE_LABEL) != ROLE_MASTER:
+        if not is_master_of(resource, self.spec.cluster):
             raise GceError(
                 "%s '%s' in zone %s exists but is not a master of cluster '%s' (its labels %s=%s, %s=%s); "
                 "refusing to manage it" % (
@@ -346,13 +350,7 @@ class Replica:
             "labels": dict(spec.labels),
             "description": "etcd data of master replica %s of cluster %s" % (spec.name, spec.cluster),
         }
-        try:
-            self._wait(self.api.call("disks", "insert", zone=spec.zone, body=body),
-                       "creating disk %s" % spec.data_disk)
-        except GceError as exc:
-            # A retried insert whose first attempt went through answers 409: the disk is there.
-            if exc.reason != "alreadyExists":
-                raise
+        self.api.insert("disks", body, spec.wait_timeout, "creating disk %s" % spec.data_disk, zone=spec.zone)
 
     def _instance_body(self, address: t.Mapping[str, t.Any] | None) -> dict[str, t.Any]:
         spec = self.spec
@@ -401,12 +399,8 @@ class Replica:
 
     def _create_instance(self, address: t.Mapping[str, t.Any] | None) -> None:
         spec = self.spec
-        try:
-            self._wait(self.api.call("instances", "insert", zone=spec.zone, body=self._instance_body(address)),
-                       "creating instance %s" % spec.name)
-        except GceError as exc:
-            if exc.reason != "alreadyExists":
-                raise
+        self.api.insert("instances", self._instance_body(address), spec.wait_timeout,
+                        "creating instance %s" % spec.name, zone=spec.zone)
 
     def _attach_disk(self) -> None:
         spec = self.spec
@@ -447,7 +441,7 @@ class Replica:
                        "setting labels of %s %s" % (singular, name))
             return True
 
-        self._act("set labels of %s %s" % (singular, name), lambda: self._with_fingerprint(resource, read, apply))
+        self._act("set labels of %s %s" % (singular, name), lambda: with_fingerprint(resource, read, apply))
 
     def _converge_metadata(self, instance: t.Mapping[str, t.Any]) -> None:
         if self._wanted_metadata(metadata_dict(instance)) == metadata_dict(instance):
@@ -465,7 +459,7 @@ class Replica:
             return True
 
         self._act("set metadata of instance %s" % self.spec.name,
-                  lambda: self._with_fingerprint(instance, self._instance, apply))
+                  lambda: with_fingerprint(instance, self._instance, apply))
 
     def _converge_tags(self, instance: t.Mapping[str, t.Any]) -> None:
         current = sorted((instance.get("tags") or {}).get("items") or [])
@@ -483,23 +477,7 @@ class Replica:
             return True
 
         self._act("set tags of instance %s" % self.spec.name,
-                  lambda: self._with_fingerprint(instance, self._instance, apply))
-
-    def _with_fingerprint(self, resource: t.Mapping[str, t.Any],
-                          read: t.Callable[[], dict[str, t.Any] | None],
-                          apply: t.Callable[[t.Mapping[str, t.Any]], bool]) -> None:
-        """Apply with the fingerprint read before; on a stale fingerprint (412) re-read and retry once."""
-        try:
-            apply(resource)
-        except GceError as exc:
-            if exc.status != 412 and exc.reason != "conditionNotMet":
-                raise
-            fresh = read()
-            if fresh is None:
-                raise GceError("%s '%s' disappeared while it was being changed"
-                               % (resource.get("kind", "resource").split("#")[-1], resource.get("name")),
-                               status=404, reason="notFound") from None
-            apply(fresh)
+                  lambda: with_fingerprint(instance, self._instance, apply))
 
     def _converge_external_ip(self, instance: t.Mapping[str, t.Any], address: t.Mapping[str, t.Any] | None) -> None:
         spec = self.spec
@@ -577,19 +555,15 @@ class Replica:
         return {"changed": bool(self.actions), "replica": after, "actions": self.actions,
                 "kept_data_disk": kept, "diff": {"before": before, "after": after}}
 
-    def _delete(self, collection: str, what: str, **params: t.Any) -> None:
-        """Delete and wait; already gone counts as done."""
-        try:
-            self._wait(self.api.call(collection, "delete", zone=self.spec.zone, **params), "deleting %s" % what)
-        except GceError as exc:
-            if exc.status != 404:
-                raise
-
     def _delete_instance(self) -> None:
-        self._delete("instances", "instance %s" % self.spec.name, instance=self.spec.name)
+        spec = self.spec
+        self.api.delete("instances", spec.wait_timeout, "deleting instance %s" % spec.name, zone=spec.zone,
+                        instance=spec.name)
 
     def _delete_disk(self) -> None:
-        self._delete("disks", "disk %s" % self.spec.data_disk, disk=self.spec.data_disk)
+        spec = self.spec
+        self.api.delete("disks", spec.wait_timeout, "deleting disk %s" % spec.data_disk, zone=spec.zone,
+                        disk=spec.data_disk)
 
 
 def _path(project: str, collection: str, value: str) -> str:
@@ -599,19 +573,23 @@ def _path(project: str, collection: str, value: str) -> str:
 
 # -- listing -----------------------------------------------------------------------------------
 
-def list_replicas(api: ComputeApi, cluster: str, region: str) -> list[dict[str, t.Any]]:
-    """A cluster's replicas in every zone of ``region``, found by label, sorted by name."""
-    instances = api.aggregated("instances", filter=instance_filter(cluster))
+def cluster_instances(api: ComputeApi, cluster: str, region: str) -> list[dict[str, t.Any]]:
+    """The instances of a cluster's replicas in every zone of ``region``, found by label."""
     found = []
-    for instance in instances:
-        labels = instance.get("labels") or {}
+    for instance in api.aggregated("instances", filter=instance_filter(cluster)):
         # The filter is applied by GCE; check again so a filter mistake can never pick up
         # another cluster's instances.
-        if labels.get(CLUSTER_LABEL) != cluster or labels.get(ROLE_LABEL) != ROLE_MASTER:
-            continue
         zone = short(instance.get("zone")) or ""
-        if region_of(zone) != region:
-            continue
+        if is_master_of(instance, cluster) and zone and region_of(zone) == region:
+            found.append(instance)
+    return found
+
+
+def list_replicas(api: ComputeApi, cluster: str, region: str) -> list[dict[str, t.Any]]:
+    """A cluster's replicas in every zone of ``region``, found by label, sorted by name."""
+    found = []
+    for instance in cluster_instances(api, cluster, region):
+        zone = short(instance.get("zone")) or ""
         attached = attached_data_disk(instance)
         disk = None
         if attached:
@@ -620,4 +598,5 @@ def list_replicas(api: ComputeApi, cluster: str, region: str) -> list[dict[str, 
     return sorted(found, key=lambda r: r["name"])
 
 
-__all__ = ["Replica", "Spec", "spec_from_params", "list_replicas", "InvalidInput"]
+__all__ = ["Replica", "Spec", "spec_from_params", "cluster_instances", "list_replicas", "describe_user",
+           "InvalidInput"]
