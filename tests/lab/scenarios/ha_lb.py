@@ -123,9 +123,9 @@ def lb_args(backend: str, state: str, members: list[str], **extra: t.Any) -> dic
 def step(name: str, ip: str, work: t.Callable[[], t.Any], settle: float = 1.0) -> dict[str, t.Any]:
     """Run ``work`` while a client keeps connecting to the reserved address; what it cost and what was seen."""
     control("DELETE", "requests")
-    # A short timeout: in the lab a connection and handshake take milliseconds, and a lost SYN
-    # would otherwise stretch the measured window to the timeout.
-    poller = Poller(ip, 443, interval=0.05, timeout=0.2, tls=True, request=b"GET / HTTP/1.0\r\n\r\n")
+    # Under a second, so a lost SYN (retransmitted after 1 s) counts as a failure and not as a slow answer;
+    # not much shorter, as a handshake with a lab machine can take a few hundred ms on a loaded 2-core host.
+    poller = Poller(ip, 443, interval=0.05, timeout=0.6, tls=True, request=b"GET / HTTP/1.0\r\n\r\n")
     poller.start()
     time.sleep(0.5)
     started = time.monotonic()
@@ -140,6 +140,9 @@ def step(name: str, ip: str, work: t.Callable[[], t.Any], settle: float = 1.0) -
             "longest_window_s": round(poller.longest_window(), 3),
             "failed_attempts": sum(1 for a in poller.attempts if not a.ok), "attempts": len(poller.attempts),
             "failed_after": sum(1 for a in poller.attempts if not a.ok and a.at >= ended),
+            # What each failed attempt met, and when (seconds from the end of the step): a refusal or a
+            # reset means a dead member got the connection, a timeout a lost packet or a slow answer.
+            "failures": [[round(a.at - ended, 2), a.answer] for a in poller.attempts if not a.ok][:20],
             "served_by_after": poller.served_by(since=ended), "actions": (result or {}).get("actions"),
             "health": {m["name"]: m["health"] for m in (result or {}).get("members") or []},
             **{k: v for k, v in (result or {}).items() if k.startswith("seconds_")}}
