@@ -20,6 +20,9 @@ description:
     O(renew_before_days), and issued again with a new key otherwise. RV(changed_leaves) says which.
   - B(Key material is returned in the result.) Always set C(no_log) to C(true) on the task, and write
     keys with mode C(0600).
+  - O(ca) and O(current) are not marked C(no_log) in the module, because what they hold comes back in the
+    result (kept certificates, existing CAs), where Ansible would otherwise replace it with a placeholder.
+    The task's C(no_log) keeps them out of the output.
 author:
   - kubeha.gce maintainers (@kubeha)
 extends_documentation_fragment:
@@ -243,10 +246,10 @@ def main() -> None:
     )
     module = AnsibleModule(
         argument_spec=dict(
-            ca=dict(type="dict", no_log=True),
+            ca=dict(type="dict"),
             create_ca=dict(type="bool", default=False),
             replica=dict(type="dict", options=replica_spec),
-            current=dict(type="dict", default={}, no_log=True),
+            current=dict(type="dict", default={}),
             leaves=dict(type="list", elements="str", choices=list(LEAVES)),
             key_type=dict(type="str", default="ecdsa", choices=["ecdsa", "rsa"]),
             rsa_key_size=dict(type="int", default=2048),

@@ -251,15 +251,22 @@ def _warnings() -> dict[str, t.Any]:
     return {"warnings": messages} if messages else {}
 
 
+def _sanitized(module, result):
+    """What Ansible receives: as AnsibleModule does, every value of a no_log parameter is masked."""
+    from ansible.module_utils.common.parameters import remove_values
+
+    return remove_values(result, module.no_log_values)
+
+
 def _exit_json(self, **kwargs):
     kwargs.setdefault("changed", False)
     kwargs.update(_warnings())
-    raise ModuleExit(dict(kwargs, failed=False))
+    raise ModuleExit(_sanitized(self, dict(kwargs, failed=False)))
 
 
 def _fail_json(self, msg, **kwargs):
     kwargs.update(_warnings())
-    raise ModuleExit(dict(kwargs, msg=msg, failed=True))
+    raise ModuleExit(_sanitized(self, dict(kwargs, msg=msg, failed=True)))
 
 
 AUTH = {"auth_kind": "accesstoken", "access_token": "token-for-tests", "project": PROJECT}
