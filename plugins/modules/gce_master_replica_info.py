@@ -58,6 +58,16 @@ region:
   returned: always
   type: str
   sample: europe-west1
+zones:
+  description:
+    - The zones of the region and their status (C(UP) or C(DOWN)), sorted by name, so that a
+      playbook can check a zone exists before it creates anything there.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {name: europe-west1-b, status: UP}
+    - {name: europe-west1-c, status: UP}
 replicas:
   description:
     - The replicas, sorted by name, with the same fields as the C(replica) that
@@ -85,7 +95,7 @@ replicas:
 
 from ansible_collections.kubeha.gce.plugins.module_utils._gce.module import checked, gce_module, run
 from ansible_collections.kubeha.gce.plugins.module_utils._gce.names import check_name, check_region, region_of
-from ansible_collections.kubeha.gce.plugins.module_utils._gce.replica import list_replicas
+from ansible_collections.kubeha.gce.plugins.module_utils._gce.replica import list_replicas, region_zones
 
 
 def target(params):
@@ -106,7 +116,8 @@ def main() -> None:
     cluster, region, problem = checked(module, target, module.params)
     if problem:
         module.fail_json(msg=problem)
-    run(module, lambda api: {"changed": False, "region": region, "replicas": list_replicas(api, cluster, region)})
+    run(module, lambda api: {"changed": False, "region": region, "zones": region_zones(api, region),
+                             "replicas": list_replicas(api, cluster, region)})
 
 
 if __name__ == "__main__":

@@ -284,10 +284,13 @@ actions:
     - give replica kubernetes-master an ephemeral external IP
 """
 
+import copy
+
 from ansible_collections.kubeha.gce.plugins.module_utils._gce.lb import (
     BACKENDS,
     CHECK_PROTOCOLS,
     STATES,
+    TARGET_ARGUMENT_SPEC,
     LoadBalancer,
     spec_from_params,
 )
@@ -296,11 +299,9 @@ from ansible_collections.kubeha.gce.plugins.module_utils._gce.module import chec
 
 def main() -> None:
     argument_spec = dict(
-        cluster_name=dict(type="str", required=True),
-        region=dict(type="str", required=True),
+        copy.deepcopy(TARGET_ARGUMENT_SPEC),
         state=dict(type="str", default="balanced", choices=list(STATES)),
         members=dict(type="list", elements="str", default=[]),
-        address=dict(type="str"),
         port=dict(type="int", default=443),
         backend=dict(type="str", default="backend_service", choices=list(BACKENDS)),
         health_check=dict(type="dict", default={}, options=dict(

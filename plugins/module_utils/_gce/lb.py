@@ -25,6 +25,7 @@ import typing as t
 from ansible_collections.kubeha.gce.plugins.module_utils._clock import CLOCK, Clock
 from ansible_collections.kubeha.gce.plugins.module_utils._gce.address import external_address
 from ansible_collections.kubeha.gce.plugins.module_utils._gce.api import ComputeApi, Deadline, GceError, with_fingerprint
+from ansible_collections.kubeha.gce.plugins.module_utils._gce.converger import Converger
 from ansible_collections.kubeha.gce.plugins.module_utils._gce.names import (
     CLUSTER_LABEL,
     ROLE_LABEL,
@@ -33,6 +34,8 @@ from ansible_collections.kubeha.gce.plugins.module_utils._gce.names import (
     check_region,
     is_master_of,
     master_labels,
+    has_owner_marker,
+    owner_marker,
     region_of,
     short,
 )
@@ -49,6 +52,12 @@ BACKENDS = ("backend_service", "target_pool")
 CHECK_PROTOCOLS = ("HTTPS", "HTTP", "TCP")
 #: What GCE calls the details of each regional health check type.
 CHECK_FIELDS = {"HTTPS": "httpsHealthCheck", "HTTP": "httpHealthCheck", "TCP": "tcpHealthCheck"}
+#: The options that name the cluster's load balancer, shared by ha_lb and ha_lb_info.
+TARGET_ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
+    "cluster_name": {"type": "str", "required": True},
+    "region": {"type": "str", "required": True},
+    "address": {"type": "str"},
+}
 KINDS = {
     "forwardingRules": "forwarding rule",
     "regionBackendServices": "backend service",
@@ -94,7 +103,7 @@ class Spec(t.NamedTuple):
     @property
     def marker(self) -> str:
         """How resources without labels (all but the forwarding rule) are known to be ours."""
-        return "%s=%s" % (CLUSTER_LABEL, self.cluster)
+        return owner_marker(self.cluster)
 
     @property
     def description(self) -> str:
@@ -130,6 +139,17 @@ def spec_from_params(params: t.Mapping[str, t.Any]) -> Spec:
         backend=backend, health_check=_health_check(params.get("health_check") or {}, backend, port),
         wait_healthy=params["wait_healthy"], wait_timeout=params["wait_timeout"],
     )
+
+
+def target_from_params(params: t.Mapping[str, t.Any]) -> Spec:
+    """The :class:`Spec` of a load balancer that is only looked at (ha_lb_info): the options of
+    TARGET_ARGUMENT_SPEC, checked as spec_from_params checks them, and ha_lb's defaults for the
+    rest, which reading does not use."""
+    return spec_from_params({
+        "cluster_name": params["cluster_name"], "region": params["region"], "address": params.get("address"),
+        "state": "absent", "members": [], "port": 443, "backend": "backend_service", "health_check": {},
+        "wait_healthy": False, "wait_timeout": 300,
+    })
 
 
 def _health_check(given: t.Mapping[str, t.Any], backend: str, port: int) -> HealthCheck:
@@ -203,17 +223,13 @@ class Resource(t.NamedTuple):
 
 # -- the load balancer ---------------------------------------------------------------------------------
 
-class LoadBalancer:
+class LoadBalancer(Converger):
     """Reads everything, checks it, then converges in the order that keeps the address answering."""
 
     def __init__(self, api: ComputeApi, spec: Spec, check_mode: bool = False,
                  warn: t.Callable[[str], None] = lambda msg: None, clock: Clock | None = None) -> None:
-        self.api = api
-        self.spec = spec
-        self.check_mode = check_mode
-        self.warn = warn
+        super().__init__(api, spec, check_mode, warn)
         self.clock = clock or CLOCK
-        self.actions: list[str] = []
         # What was read.
         self.address: dict[str, t.Any] = {}
         self.replicas: dict[str, dict[str, t.Any]] = {}  # every master of the cluster in the region
@@ -226,10 +242,11 @@ class LoadBalancer:
         self.group_members: dict[str, set[str]] = {}  # zone -> instance paths
 
     # -- reading ------------------------------------------------------------------------------------
-    def read(self) -> None:
+    def read(self, address_required: bool = True) -> None:
+        """Read and check everything; without ``address_required`` a missing address is read as ``{}``."""
         spec = self.spec
         region = {"region": spec.region}
-        self.address = self._read_address()
+        self.address = self._read_address(address_required)
         self.replicas = self._read_replicas()
         self._check_members()
         self.rule = self._owned(self.api.get("forwardingRules", forwardingRule=spec.lb_name, **region),
@@ -252,12 +269,17 @@ class LoadBalancer:
             self.group_members[zone] = {rel(item.get("instance")) for item in listed}
         self._check_address_users()
 
-    def _read_address(self) -> dict[str, t.Any]:
-        return external_address(
-            self.api, self.spec.address, self.spec.region,
-            elsewhere_hint="; the load balancer's address must be in the replicas' region",
-            missing_hint=": reserve it first (it is made once, at bootstrap, and never deleted)",
-            internal_hint="the API servers need an external one")
+    def _read_address(self, required: bool = True) -> dict[str, t.Any]:
+        try:
+            return external_address(
+                self.api, self.spec.address, self.spec.region,
+                elsewhere_hint="; the load balancer's address must be in the replicas' region",
+                missing_hint=": reserve it first (it is made once, at bootstrap, and never deleted)",
+                internal_hint="the API servers need an external one")
+        except GceError as exc:
+            if required or exc.reason != "notFound":
+                raise
+            return {}
 
     def _read_replicas(self) -> dict[str, dict[str, t.Any]]:
         return {i["name"]: i for i in cluster_instances(self.api, self.spec.cluster, self.spec.region)}
@@ -290,7 +312,7 @@ class LoadBalancer:
         if collection == "forwardingRules":
             ours = is_master_of(resource, spec.cluster)
         else:
-            ours = spec.marker in (resource.get("description") or "")
+            ours = has_owner_marker(resource, spec.cluster)
         if not ours:
             where = short(resource.get("zone")) or short(resource.get("region")) or "global"
             raise GceError("%s '%s' (%s) exists but was not made by kubeha.gce for cluster '%s' (no %s in its %s); "
@@ -310,7 +332,7 @@ class LoadBalancer:
                                "replica of cluster '%s'; free it first" % (
                                    spec.address, self.address.get("address"), describe_user(user, with_zone=True), spec.cluster),
                                status=409, reason="resourceInUseByAnotherResource")
-        if self.rule and self.rule.get("IPAddress") != self.address.get("address"):
+        if self.rule and self.address and self.rule.get("IPAddress") != self.address.get("address"):
             raise GceError("forwarding rule '%s' has IP %s, not the reserved address '%s' (%s); delete it so that "
                            "it can be made again on the reserved address" % (
                                spec.lb_name, self.rule.get("IPAddress"), spec.address, self.address.get("address")),
@@ -319,8 +341,9 @@ class LoadBalancer:
     # -- what is there -------------------------------------------------------------------------------
     def holder(self) -> dict[str, t.Any] | None:
         """The replica whose external IP is the reserved address."""
+        ip = self.address.get("address")
         for instance in self.replicas.values():
-            if external_ip_of(instance) == self.address.get("address"):
+            if ip and external_ip_of(instance) == ip:
                 return instance
         return None
 
@@ -402,14 +425,6 @@ class LoadBalancer:
         return "projects/%s/%s" % (self.api.project, path)
 
     # -- doing ----------------------------------------------------------------------------------------
-    def _act(self, description: str, fn: t.Callable[[], t.Any]) -> None:
-        self.actions.append(description)
-        if not self.check_mode:
-            fn()
-
-    def _wait(self, operation: dict[str, t.Any], what: str) -> None:
-        self.api.wait(operation, self.spec.wait_timeout, what)
-
     def _insert(self, collection: str, body: dict[str, t.Any], what: str, **scope: str) -> None:
         self.api.insert(collection, body, self.spec.wait_timeout, what, **scope)
 
@@ -768,8 +783,10 @@ class LoadBalancer:
             self.clock.sleep(min(2.0, max(0.0, deadline.remaining())))
 
     # -- the result ----------------------------------------------------------------------------------------
-    def members_view(self, health: t.Mapping[str, str] | None) -> list[dict[str, t.Any]]:
-        names = self.spec.members if self.check_mode else self.current_members()
+    def members_view(self, health: t.Mapping[str, str] | None,
+                     names: t.Iterable[str] | None = None) -> list[dict[str, t.Any]]:
+        if names is None:
+            names = self.spec.members if self.check_mode else self.current_members()
         result = []
         for name in sorted(names):
             instance = self.replicas.get(name) or {}
@@ -779,6 +796,11 @@ class LoadBalancer:
                 "health": (health or {}).get(name) if health is not None else None,
             })
         return result
+
+    def address_view(self) -> dict[str, t.Any] | None:
+        if not self.address:
+            return None
+        return {"name": self.spec.address, "ip": self.address.get("address"), "self_link": self.address.get("selfLink")}
 
     def resources_view(self) -> list[dict[str, t.Any]]:
         return [{"kind": KINDS[r.collection], "name": r.name, "zone": r.scope.get("zone"),
@@ -801,13 +823,32 @@ class LoadBalancer:
         return {
             "changed": bool(self.actions), "actions": self.actions,
             "state": after["state"], "backend": after["backend"],
-            "address": {"name": self.spec.address, "ip": self.address.get("address"),
-                        "self_link": self.address.get("selfLink")},
+            "address": self.address_view(),
             "holder": after["holder"],
             "members": self.members_view(health),
             "resources": self.resources_view(),
             "diff": {"before": before, "after": after},
         }
 
+    def describe(self) -> dict[str, t.Any]:
+        """The load balancer as it is (ha_lb_info), in the shape of :meth:`run`'s result; changes nothing.
 
-__all__ = ["LoadBalancer", "Spec", "spec_from_params", "STATES", "BACKENDS", "CHECK_PROTOCOLS"]
+        Only reads are sent (``listInstances`` and ``getHealth`` are POSTs that read), so check mode
+        gives the same result. A missing address is reported as ``None``; everything else that
+        :meth:`read` refuses fails here too. ``holder`` is whatever uses the address: the forwarding
+        rule when balanced, the replica when single.
+        """
+        self.read(address_required=False)
+        state = self.current_state()
+        health = self.health() if state == "balanced" else None
+        holder = self.rule if state == "balanced" and self.address else self.holder()
+        return {
+            "changed": False, "state": state, "backend": self.current_backend(), "address": self.address_view(),
+            "holder": (holder or {}).get("name"),
+            "members": self.members_view(health, self.current_members()),
+            "resources": self.resources_view(),
+        }
+
+
+__all__ = ["LoadBalancer", "Spec", "spec_from_params", "target_from_params", "TARGET_ARGUMENT_SPEC", "STATES",
+           "BACKENDS", "CHECK_PROTOCOLS"]

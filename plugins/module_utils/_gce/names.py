@@ -94,6 +94,19 @@ def is_master_of(resource: t.Mapping[str, t.Any], cluster: str) -> bool:
     return labels.get(CLUSTER_LABEL) == cluster and labels.get(ROLE_LABEL) == ROLE_MASTER
 
 
+def owner_marker(cluster: str) -> str:
+    """How a resource that Compute Engine gives no labels (firewall, health check...) is marked as the
+    cluster's: this text in its description."""
+    return "%s=%s" % (CLUSTER_LABEL, cluster)
+
+
+def has_owner_marker(resource: t.Mapping[str, t.Any], cluster: str) -> bool:
+    """Whether the description of ``resource`` carries the owner marker of ``cluster`` as a whole word
+    (the marker of cluster ``k`` is not found in that of cluster ``k2``)."""
+    pattern = r"(?<![-a-z0-9_=])%s(?![-a-z0-9_])" % re.escape(owner_marker(cluster))
+    return re.search(pattern, resource.get("description") or "") is not None
+
+
 def instance_filter(cluster: str) -> str:
     """The list filter that selects a cluster's master instances by label."""
     return '(labels.%s = "%s") AND (labels.%s = "%s")' % (CLUSTER_LABEL, cluster, ROLE_LABEL, ROLE_MASTER)

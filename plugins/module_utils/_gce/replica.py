@@ -9,6 +9,7 @@ import typing as t
 
 from ansible_collections.kubeha.gce.plugins.module_utils._gce.address import external_address
 from ansible_collections.kubeha.gce.plugins.module_utils._gce.api import ComputeApi, GceError, with_fingerprint
+from ansible_collections.kubeha.gce.plugins.module_utils._gce.converger import Converger
 from ansible_collections.kubeha.gce.plugins.module_utils._gce.names import (
     CLUSTER_LABEL,
     DATA_DEVICE_NAME,
@@ -198,16 +199,10 @@ def describe_user(link: str, with_zone: bool = False) -> str:
 
 # -- the resource ------------------------------------------------------------------------------
 
-class Replica:
+class Replica(Converger):
     """Answers "does it need to change?", then changes only what differs."""
 
-    def __init__(self, api: ComputeApi, spec: Spec, check_mode: bool = False,
-                 warn: t.Callable[[str], None] = lambda msg: None) -> None:
-        self.api = api
-        self.spec = spec
-        self.check_mode = check_mode
-        self.warn = warn
-        self.actions: list[str] = []
+    spec: Spec
 
     # reads
     def _instance(self) -> dict[str, t.Any] | None:
@@ -215,14 +210,6 @@ class Replica:
 
     def _disk(self) -> dict[str, t.Any] | None:
         return self.api.get("disks", zone=self.spec.zone, disk=self.spec.data_disk)
-
-    def _wait(self, operation: dict[str, t.Any], what: str) -> None:
-        self.api.wait(operation, self.spec.wait_timeout, what)
-
-    def _act(self, description: str, fn: t.Callable[[], t.Any]) -> None:
-        self.actions.append(description)
-        if not self.check_mode:
-            fn()
 
     # ownership: never touch another cluster's (or nobody's) resources
     def _check_owner(self, resource: t.Mapping[str, t.Any], what: str) -> None:
@@ -598,5 +585,11 @@ def list_replicas(api: ComputeApi, cluster: str, region: str) -> list[dict[str, 
     return sorted(found, key=lambda r: r["name"])
 
 
-__all__ = ["Replica", "Spec", "spec_from_params", "cluster_instances", "list_replicas", "describe_user",
+def region_zones(api: ComputeApi, region: str) -> list[dict[str, str]]:
+    """The zones of ``region`` with their status, sorted by name."""
+    zones = [z for z in api.list_all("zones") if short(z.get("region")) == region]
+    return sorted(({"name": z["name"], "status": z.get("status", "UP")} for z in zones), key=lambda z: z["name"])
+
+
+__all__ = ["Replica", "Spec", "spec_from_params", "cluster_instances", "list_replicas", "region_zones", "describe_user",
            "InvalidInput"]

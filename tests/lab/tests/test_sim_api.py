@@ -241,6 +241,49 @@ def test_regional_and_global_operations_have_their_scope(compute):
     assert firewall["sourceRanges"] == ["0.0.0.0/0"] and firewall["direction"] == "INGRESS" and firewall["priority"] == 1000
 
 
+def test_address_labels_change_only_through_set_labels_with_the_current_fingerprint(compute):
+    wait(compute, compute.addresses().insert(project=PROJECT, region="europe-west1", body={"name": "k-master-ip"}).execute())
+    address = compute.addresses().get(project=PROJECT, region="europe-west1", address="k-master-ip").execute()
+    assert address["labels"] == {} and address["labelFingerprint"]
+    labels = {"kubeha-cluster": "k", "kubeha-role": "master"}
+    op = compute.addresses().setLabels(project=PROJECT, region="europe-west1", resource="k-master-ip", body={
+        "labels": labels, "labelFingerprint": address["labelFingerprint"]}).execute()
+    assert op["region"].endswith("/regions/europe-west1") and wait(compute, op)["status"] == "DONE"
+    labelled = compute.addresses().get(project=PROJECT, region="europe-west1", address="k-master-ip").execute()
+    assert labelled["labels"] == labels and labelled["labelFingerprint"] != address["labelFingerprint"]
+    with pytest.raises(HttpError) as caught:
+        compute.addresses().setLabels(project=PROJECT, region="europe-west1", resource="k-master-ip", body={
+            "labels": {}, "labelFingerprint": address["labelFingerprint"]}).execute()
+    assert error_of(caught.value)[:2] == (412, "conditionNotMet")
+    with pytest.raises(HttpError) as caught:
+        compute.addresses().setLabels(project=PROJECT, region="europe-west1", resource="nope", body={
+            "labels": {}, "labelFingerprint": address["labelFingerprint"]}).execute()
+    assert error_of(caught.value)[:2] == (404, "notFound")
+
+
+def test_firewall_patch_merges_and_the_network_must_exist(compute):
+    wait(compute, compute.firewalls().insert(project=PROJECT, body={
+        "name": "k-master-etcd", "description": "etcd (kubeha-cluster=k)", "network": "global/networks/default",
+        "allowed": [{"IPProtocol": "tcp", "ports": ["2380-2381"]}], "sourceTags": ["k-master"],
+        "sourceRanges": ["10.132.0.0/20"], "targetTags": ["k-master"]}).execute())
+    # JSON merge patch: fields in the body replace (lists as a whole, [] empties one), the others stay.
+    wait(compute, compute.firewalls().patch(project=PROJECT, firewall="k-master-etcd", body={
+        "name": "k-master-etcd", "sourceRanges": [], "targetTags": ["k-master", "k-node"]}).execute())
+    patched = compute.firewalls().get(project=PROJECT, firewall="k-master-etcd").execute()
+    assert patched["sourceRanges"] == [] and patched["targetTags"] == ["k-master", "k-node"]
+    assert patched["sourceTags"] == ["k-master"] and patched["description"] == "etcd (kubeha-cluster=k)"
+    assert patched["allowed"] == [{"IPProtocol": "tcp", "ports": ["2380-2381"]}]
+    assert patched["network"].endswith("/global/networks/default")
+    with pytest.raises(HttpError) as caught:
+        compute.firewalls().patch(project=PROJECT, firewall="k-master-etcd", body={"targetTags": ["k-master"]}).execute()
+    assert error_of(caught.value) == (400, "invalid", "Required field 'resource.name' not specified")
+    with pytest.raises(HttpError) as caught:
+        compute.firewalls().insert(project=PROJECT, body={
+            "name": "elsewhere", "network": "global/networks/other", "allowed": [{"IPProtocol": "tcp"}]}).execute()
+    assert error_of(caught.value)[:2] == (400, "invalid")
+    assert "The referenced network resource cannot be found" in error_of(caught.value)[2]
+
+
 def test_load_balancer_resources_and_health(lab, compute):
     create_instance(compute)
     wait(compute, compute.addresses().insert(project=PROJECT, region="europe-west1", body={"name": "k-master-ip"}).execute())

@@ -431,6 +431,11 @@ class Compute:
 
     deletable_globalAddresses = deletable_addresses
 
+    def m_addresses_setLabels(self, params, query, body, user):
+        # An address gets its labels (or new ones) only through setLabels, with its current labelFingerprint.
+        path = "regions/%s/addresses/%s" % (params["region"], params["resource"])
+        return self._set_labels("addresses", params, path, body, user)
+
     # -- disks -------------------------------------------------------------------------------------
     def m_disks_insert(self, params, query, body, user):
         return self._insert("disks", params, body, user, lambda path, b: self._build_disk(params["zone"], b, "resource"))
@@ -1011,6 +1016,11 @@ class Compute:
         if direction == "INGRESS" and not body.get("sourceRanges") and not body.get("sourceTags") \
                 and not body.get("sourceServiceAccounts"):
             body["sourceRanges"] = ["0.0.0.0/0"]
+        network = body.get("network") or "global/networks/default"
+        if short(network) != "default" or self.state.parse_ref(network, "networks", "resource.network", "global") \
+                != "global/networks/default":
+            raise invalid("Invalid value for field 'resource.network': '%s'. The referenced network resource cannot "
+                          "be found." % network)
         body.update(direction=direction, priority=int(body.get("priority", 1000)), disabled=bool(body.get("disabled", False)),
                     network=self.state.link("global/networks/default"),
                     logConfig={"enable": False})

@@ -12,6 +12,17 @@ def run(http, **args):
     return run_module(gce_master_replica_info.main, args, http)
 
 
+def zones(*names, down=()):
+    """A zones.list page: the given zones of europe-west1 (and one of another region)."""
+    items = [{"name": n, "status": "DOWN" if n in down else "UP",
+              "region": "https://compute.googleapis.com/compute/v1/projects/p/regions/%s" % n.rsplit("-", 1)[0]}
+             for n in names + ("us-east1-b",)]
+    return ok({"items": items})
+
+
+EUROPE = ("europe-west1-b", "europe-west1-c", "europe-west1-d")
+
+
 def scoped(*instances):
     items = {}
     for inst in instances:
@@ -29,27 +40,32 @@ def test_lists_replicas_of_the_region_by_label_sorted_by_name():
         # A foreign instance the filter should not have returned: ignored all the same.
         instance(name="k-master-x", zone="europe-west1-d", labels={"kubeha-cluster": "other", "kubeha-role": "master"}),
     )}
-    responses = [ok(page1), ok(page2), ok(disk(name="k-master-c-pd", zone="europe-west1-c")),
+    responses = [zones(*EUROPE, down=("europe-west1-d",)), ok(page1), ok(page2), ok(disk(name="k-master-c-pd", zone="europe-west1-c")),
                  ok(disk(name="k-master-pd"))]
     with fake_gce(responses) as http:
         result = run(http, cluster_name="k", region="europe-west1")
     assert result["changed"] is False
     assert result["region"] == "europe-west1"
+    # The region's zones with their status, for the preflight check that a zone exists.
+    assert result["zones"] == [{"name": "europe-west1-b", "status": "UP"}, {"name": "europe-west1-c", "status": "UP"},
+                               {"name": "europe-west1-d", "status": "DOWN"}]
     assert [r["name"] for r in result["replicas"]] == ["k-master", "k-master-c"]
     assert result["replicas"][1]["zone"] == "europe-west1-c"
     assert result["replicas"][1]["data_disk"]["name"] == "k-master-c-pd"
-    first = http.calls[0]
+    assert http.names[0] == "zones.list"
+    first = http.calls[1]
     assert first.method == "instances.aggregatedList"
     assert first.query["filter"] == ['(labels.kubeha-cluster = "k") AND (labels.kubeha-role = "master")']
-    assert http.calls[1].query["pageToken"] == ["p2"]
-    assert http.names[2:] == ["disks.get", "disks.get"]
+    assert http.calls[2].query["pageToken"] == ["p2"]
+    assert http.names[3:] == ["disks.get", "disks.get"]
     assert http.mutating == []
 
 
 def test_zone_selects_its_region():
-    with fake_gce([ok({"items": {}})]) as http:
+    with fake_gce([zones(*EUROPE), ok({"items": {}})]) as http:
         result = run(http, cluster_name="k", zone="europe-west1-d")
-    assert result == {"changed": False, "failed": False, "region": "europe-west1", "replicas": []}
+    assert result == {"changed": False, "failed": False, "region": "europe-west1", "replicas": [],
+                      "zones": [{"name": z, "status": "UP"} for z in EUROPE]}
 
 
 def test_zone_outside_the_region_fails_before_any_call():
@@ -68,7 +84,7 @@ def test_region_or_zone_is_required():
 
 
 def test_check_mode_lists_too():
-    with fake_gce([ok({"items": scoped(instance())}), ok(disk())]) as http:
+    with fake_gce([zones(*EUROPE), ok({"items": scoped(instance())}), ok(disk())]) as http:
         result = run_module(gce_master_replica_info.main, {"cluster_name": "k", "region": "europe-west1"}, http,
                             check_mode=True)
     assert [r["name"] for r in result["replicas"]] == ["k-master"]

@@ -269,3 +269,15 @@ def test_same_named_health_check_of_someone_else_is_never_touched():
             in result["msg"])
     assert http.names == READ_NAMES[:5]
     assert http.mutating == []
+
+
+@pytest.mark.parametrize("description", ["kubeha.gce: load balancer of cluster k2 (kubeha-cluster=k2)",
+                                         "kubeha.gce: load balancer of cluster ok (kubeha-cluster=k-other)"])
+def test_a_marker_of_another_cluster_whose_name_starts_alike_is_not_ours(description):
+    responses = [ok(address(ip=IP, users=[MASTER_LINK])), replicas(instance(nat_ip=IP)), not_found(), not_found(),
+                 ok(health_check(description=description))]
+    with fake_gce(responses) as http:
+        result = run(http)
+    assert result["failed"] is True
+    assert "exists but was not made by kubeha.gce for cluster 'k'" in result["msg"]
+    assert http.mutating == []
