@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import typing as t
+from urllib.parse import urlsplit
 
 from ansible.errors import AnsibleFilterError
 
@@ -38,6 +39,74 @@ def _zones(value: t.Any) -> list[str]:
     if isinstance(value, str):
         return [z.strip() for z in value.split(",") if z.strip()]
     return [str(z).strip() for z in value or [] if str(z).strip()]
+
+
+def zone_name_problems(zones: t.Any) -> list[str]:
+    """Why ``zones`` (a list, or a comma-separated string) are not zone names; empty when they are."""
+    wanted = _zones(zones)
+    if not wanted:
+        return ["no zone was given: set zone, for example zone=europe-west1-c"]
+    return ["zone '%s' is not a Compute Engine zone name such as europe-west1-c" % z for z in wanted if not ZONE.match(z)]
+
+
+def zone_problems(zones: t.Any, known: t.Sequence[t.Mapping[str, t.Any]], region: str) -> list[str]:
+    """Why ``zones`` cannot be used: not a zone of ``region`` that is up.
+
+    ``known`` are the region's zones as gce_master_replica_info returns them (name and status).
+    """
+    up = sorted(z["name"] for z in known if z.get("status", "UP") == "UP")
+    problems = []
+    for zone in _zones(zones):
+        status = next((z.get("status", "UP") for z in known if z["name"] == zone), None)
+        match = ZONE.match(zone)
+        if status is None and match and match.group("region") != region:
+            problems.append("zone %s is in region %s, but the cluster's masters are in region %s: every replica of a "
+                            "cluster must be in one region; choose a zone of %s (%s)"
+                            % (zone, match.group("region"), region, region, ", ".join(up) or "none is up"))
+        elif status is None:
+            problems.append("zone %s does not exist in region %s; its zones: %s"
+                            % (zone, region, ", ".join(sorted(z["name"] for z in known)) or "none"))
+        elif status != "UP":
+            problems.append("zone %s is %s; zones of %s that are up: %s" % (zone, status, region, ", ".join(up) or "none"))
+    return problems
+
+
+def bootstrap_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], cluster: str, zone: str) -> list[str]:
+    """Why bootstrapping ``cluster`` in ``zone`` must not happen; empty when it may.
+
+    Bootstrap creates the first replica, CLUSTER-master, or checks it again: any other replica,
+    or the first one in another zone, means the cluster exists and another role is meant.
+    """
+    first = "%s-master" % cluster
+    others = [r for r in replicas if r.get("name") != first or r.get("zone") != zone]
+    if not others:
+        return []
+    return ["cluster %s already has replicas (%s): bootstrap only creates or checks its first replica %s in %s; "
+            "use replicate to add replicas, recover to replace one, and status to look"
+            % (cluster, ", ".join("%s in %s" % (r["name"], r.get("zone")) for r in replicas), first, zone)]
+
+
+def replica_targets(replicas: t.Sequence[t.Mapping[str, t.Any]], zones: t.Any, cluster: str,
+                    name: str | None = None) -> list[dict[str, t.Any]]:
+    """The replicas a replicate run makes, one per zone: ``name`` and ``zone``, and ``exists`` when a
+    replica of that name is already in that zone (a run that is repeated, or finishes a stopped one).
+
+    A replica's name is ``name`` when given (one zone only), else ``CLUSTER-master-X`` after the
+    zone's letter, so that a repeated run finds the replica it made.
+    """
+    wanted = _zones(zones)
+    if name and len(wanted) > 1:
+        raise AnsibleFilterError("replica_name names one replica, but %d zones were given; give one zone with it"
+                                 % len(wanted))
+    targets = []
+    for zone in wanted:
+        target = name or "%s-master-%s" % (cluster, zone.rsplit("-", 1)[-1])
+        found = [r for r in replicas if r.get("name") == target]
+        if found and found[0].get("zone") != zone:
+            raise AnsibleFilterError("replica %s already exists in zone %s, not %s; give another replica_name"
+                                     % (target, found[0].get("zone"), zone))
+        targets.append({"name": target, "zone": zone, "exists": bool(found)})
+    return targets
 
 
 def replicate_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], zones: t.Any, region: str | None = None,
@@ -100,14 +169,108 @@ def remove_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], name: str | Non
     return []
 
 
+def _member_label(member: t.Mapping[str, t.Any]) -> str:
+    urls = ", ".join(member.get("peer_urls") or [])
+    return "%s (%s)" % (member.get("name") or "(not started)", urls) if urls else str(member.get("name"))
+
+
+def _is(member: t.Mapping[str, t.Any], targets: t.Sequence[t.Any]) -> bool:
+    """Whether ``member`` is one of ``targets`` (each a name, or a dict of name and/or peer URLs), compared exactly."""
+    for target in targets:
+        if isinstance(target, str):
+            target = {"name": target}
+        if target.get("name") and member.get("name") == target["name"]:
+            return True
+        if set(target.get("peer_urls") or []) & set(member.get("peer_urls") or []):
+            return True
+        # A replica (as gce_master_replica_info returns it): its member peers on its internal IP.
+        if target.get("internal_ip") and any(urlsplit(u).hostname == target["internal_ip"] for u in member.get("peer_urls") or []):
+            return True
+    return False
+
+
+def etcd_problems(info: t.Mapping[str, t.Any], targets: t.Sequence[t.Any] | None = None,
+                  removing: bool = False) -> list[str]:
+    """Why the etcd membership must not change now; empty when it may.
+
+    ``info`` is what kubeha.gce.etcd_member_info returned. ``targets`` are the members this run
+    acts on (each a name, a dict with ``name`` and/or ``peer_urls``, or a replica with its ``internal_ip``,
+    which matches a member that peers on it even before it has a name): a learner or an unhealthy member among them
+    is what the run is there to finish or replace, not a reason to stop. With ``removing``, the
+    targets are to leave, and the healthy voters that stay must still make a quorum.
+    """
+    targets = list(targets or [])
+    members = list(info.get("members") or [])
+    voters = [m for m in members if not m.get("is_learner")]
+    healthy = [m for m in voters if m.get("healthy")]
+    problems = []
+    if not info.get("has_quorum"):
+        return ["etcd has no quorum: %d of %d voting members are healthy, and %d are needed; no membership change "
+                "is safe now. Bring the failed members back (or restore etcd from a backup) first"
+                % (len(healthy), len(voters), quorum(len(voters)) if voters else 1)]
+    for member in members:
+        if _is(member, targets):
+            continue
+        if member.get("is_learner"):
+            problems.append("etcd member %s is a learner that was never promoted (a run stopped midway): run the same "
+                            "replicate again to finish it, or remove it with remove -e replica_name=%s"
+                            % (_member_label(member), member.get("name") or "NAME"))
+        elif not member.get("healthy"):
+            problems.append("etcd member %s is unhealthy (%s): membership changes wait until every other member is "
+                            "healthy; recover it first (recover -e replica_name=%s)"
+                            % (_member_label(member), member.get("error") or "no answer", member.get("name") or "NAME"))
+    if removing:
+        staying = [m for m in healthy if not _is(m, targets)]
+        left = len([m for m in voters if not _is(m, targets)])
+        if left and len(staying) < quorum(left):
+            problems.append("after the removal %d voting members stay, of which %d are healthy, fewer than the %d "
+                            "that a quorum needs; recover the unhealthy members first"
+                            % (left, len(staying), quorum(left)))
+    return problems
+
+
+def recover_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], name: str | None = None,
+                     zone: str | None = None) -> list[str]:
+    """Why recovering the replica named ``name`` (or the one in ``zone``) cannot happen; empty when it may.
+
+    A named replica whose VM is gone may be recovered (it is made again); a zone must hold exactly
+    one replica. A cluster's only replica cannot be: there is no other member to change etcd through.
+    """
+    if not name and not zone:
+        return ["say which replica to recover: set replica_name, or zone when the zone holds only one replica"]
+    if name:
+        others = [r for r in replicas if r.get("name") != name]
+    else:
+        targets = [r for r in replicas if r.get("zone") == zone]
+        if not targets:
+            existing = ", ".join("%s (%s)" % (r["name"], r.get("zone")) for r in replicas) or "none"
+            return ["the cluster has no replica in zone %s; its replicas: %s. If the VM of the replica to recover is "
+                    "gone, name it with replica_name" % (zone, existing)]
+        if len(targets) > 1:
+            return ["zone %s holds %d replicas (%s): set replica_name to say which one"
+                    % (zone, len(targets), ", ".join(sorted(r["name"] for r in targets)))]
+        others = [r for r in replicas if r is not targets[0]]
+    if not others:
+        return ["%s is the cluster's only replica: etcd membership is changed through another member, and there is "
+                "none; restart or repair its VM (its data disk keeps etcd's data), or restore from a backup"
+                % (name or [r["name"] for r in replicas if r.get("zone") == zone][0])]
+    return []
+
+
 class FilterModule:
     """Zone and quorum rules of kubeha.gce."""
 
     def filters(self) -> dict[str, t.Callable[..., t.Any]]:
         return {
             "zone_region": zone_region,
+            "zone_name_problems": zone_name_problems,
+            "zone_problems": zone_problems,
+            "bootstrap_problems": bootstrap_problems,
+            "etcd_problems": etcd_problems,
             "quorum": quorum,
             "fault_tolerance": fault_tolerance,
             "replicate_problems": replicate_problems,
+            "replica_targets": replica_targets,
+            "recover_problems": recover_problems,
             "remove_problems": remove_problems,
         }

@@ -1,7 +1,7 @@
 # Copyright (c) kubeha.gce contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The lab's command line: ``tests/lab/lab up|down|status|env|exec -- CMD|shell``.
+"""The lab's command line: ``tests/lab/lab up|down|status|env|exec -- CMD|shell|crash ZONE INSTANCE``.
 
 ``up`` creates the lab's network namespace, builds the machine image once,
 and starts the Compute API simulator in it on 127.0.0.1:8089 with the
@@ -18,15 +18,19 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 import typing as t
 
 PORT = 8089
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 PROJECT = "kubeha-lab"
+#: The etcd version the lab's release archive is named for (the archive holds the etcd Debian ships here).
+ETCD_VERSION = "3.4.23"
 
 
 def state_dir() -> str:
@@ -77,9 +81,54 @@ def environment() -> dict[str, str]:
         "GCP_PROJECT": PROJECT,
         "KUBEHA_LAB_SSH_KEY": _path("ssh", "id_ed25519"),
         "KUBEHA_LAB_NS": namespace(),
+        # localhost with what the lifecycle roles need in the lab (see write_inventory).
+        "ANSIBLE_INVENTORY": _path("inventory.json"),
         # The collection of this checkout, so kubeha.gce.* resolves without installing it.
         "ANSIBLE_COLLECTIONS_PATH": os.pathsep.join(p for p in (_path("collections"), os.environ.get("ANSIBLE_COLLECTIONS_PATH")) if p),
     }
+
+
+def etcd_archive() -> str:
+    """An etcd release archive laid out as upstream's, made of the etcd this host has (nothing is downloaded)."""
+    path = _path("artifacts", "etcd-v%s-linux-amd64.tar.gz" % ETCD_VERSION)
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        partial = path + ".partial"
+        with tarfile.open(partial, "w:gz") as archive:
+            for binary in ("etcd", "etcdctl"):
+                found = shutil.which(binary)
+                if not found:
+                    raise RuntimeError("%s is not installed on this host (apt-get install etcd-server etcd-client)" % binary)
+                archive.add(found, arcname="etcd-v%s-linux-amd64/%s" % (ETCD_VERSION, binary))
+        os.replace(partial, path)
+    return path
+
+
+def write_inventory() -> str:
+    """An inventory whose localhost carries the lab's settings for the lifecycle roles.
+
+    Inventory variables win over role defaults and lose to ``-e``, so playbooks run in the lab
+    unchanged: replicas are reached over SSH with the lab's key as user kubeha, etcd comes from
+    this host's archive, and the Kubernetes binaries are the lab's stand-ins (tests/lab/standins).
+    """
+    with open(_path("ssh", "id_ed25519.pub"), encoding="utf-8") as handle:
+        public_key = handle.read().strip()
+    settings = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+        "kubeha_ssh_user": "kubeha",
+        "kubeha_ssh_public_key": public_key,
+        "kubeha_ssh_private_key_file": _path("ssh", "id_ed25519"),
+        "kubeha_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+        "kubeha_etcd_version": ETCD_VERSION,
+        "kubeha_etcd_archive_src": etcd_archive(),
+        "kubeha_kubernetes_binaries_src": os.path.join(REPO, "tests", "lab", "standins"),
+    }
+    path = _path("inventory.json")
+    with open(path + ".partial", "w", encoding="utf-8") as handle:
+        json.dump({"all": {"hosts": {"localhost": settings}}}, handle, indent=1)
+    os.replace(path + ".partial", path)
+    return path
 
 
 def _control(method: str, path: str, body: t.Any = None) -> t.Any:
@@ -146,6 +195,7 @@ def up(args: argparse.Namespace) -> int:
     if not os.path.exists(_path("ssh", "id_ed25519")):
         os.makedirs(_path("ssh"), mode=0o700, exist_ok=True)
         _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kubeha-lab", "-f", _path("ssh", "id_ed25519")])
+    write_inventory()
     print("lab is up: Compute API on http://127.0.0.1:%d/compute/v1/ in network namespace %s, project %s"
           % (PORT, namespace(), PROJECT))
     print("run playbooks with: tests/lab/lab exec -- ansible-playbook ...")
@@ -204,6 +254,13 @@ def execute(args: argparse.Namespace) -> int:
     return subprocess.call(_in_namespace(command), env=full_env)
 
 
+def crash(args: argparse.Namespace) -> int:
+    """Crash an instance's machine without telling the API, as a hung or failed VM."""
+    _control("POST", "zones/%s/instances/%s/crash" % (args.zone, args.instance), {})
+    print("crashed %s in %s (the API still says RUNNING, as for a VM that hangs)" % (args.instance, args.zone))
+    return 0
+
+
 def shell(args: argparse.Namespace) -> int:
     args.command = [os.environ.get("SHELL", "/bin/bash")]
     return execute(args)
@@ -224,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("command", nargs=argparse.REMAINDER)
     run.set_defaults(func=execute)
     commands.add_parser("shell", help="a shell inside the lab").set_defaults(func=shell)
+    broken = commands.add_parser("crash", help="crash an instance's machine (the API is not told)")
+    broken.add_argument("zone")
+    broken.add_argument("instance")
+    broken.set_defaults(func=crash)
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("the lab needs root (network namespaces)", file=sys.stderr)

@@ -32,8 +32,9 @@ def lab_env(tmp_path):
     assert leftovers(env) == []
 
 
-def lab(env, *args, timeout=600):
-    return subprocess.run([LAB] + list(args), env=env, capture_output=True, text=True, timeout=timeout, check=False)
+def lab(env, *args, timeout=600, input_text=None):
+    return subprocess.run([LAB] + list(args), env=env, capture_output=True, text=True, timeout=timeout, check=False,
+                          input=input_text)
 
 
 def control(env, method, path, body=None):

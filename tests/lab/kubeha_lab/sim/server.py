@@ -233,6 +233,11 @@ class Handler(BaseHTTPRequestHandler):
             return 200, {k: getattr(sim.timing, k) for k in ("pending", "running", "wait_limit")}
         if parts == ["network"]:
             return 200, sim.compute.network_view()
+        if parts == ["resources"]:
+            # Every stored resource by path, without what changes by itself (fingerprints do not:
+            # they change only with the resource). For "nothing changed" checks.
+            with sim.state.lock:
+                return 200, {"resources": json.loads(json.dumps(sim.state.resources))}
         if len(parts) == 5 and parts[0] == "zones" and parts[2] == "instances" and http == "POST":
             zone, name, action = parts[1], parts[3], parts[4]
             if action == "crash":

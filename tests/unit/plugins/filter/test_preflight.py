@@ -9,10 +9,16 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.kubeha.gce.plugins.filter.preflight import (
     FilterModule,
+    bootstrap_problems,
+    etcd_problems,
     fault_tolerance,
     quorum,
+    recover_problems,
     remove_problems,
+    replica_targets,
     replicate_problems,
+    zone_name_problems,
+    zone_problems,
     zone_region,
 )
 
@@ -81,6 +87,110 @@ def test_remove_rules():
         "say which replica to remove: set replica_name, or zone when the zone holds only one replica"]
 
 
+def test_zone_names_are_checked_before_anything_is_read():
+    assert zone_name_problems("europe-west1-c") == []
+    assert zone_name_problems("europe-west1-c, europe-west1-d") == []
+    assert zone_name_problems(["europe-west1-c"]) == []
+    assert zone_name_problems("") == ["no zone was given: set zone, for example zone=europe-west1-c"]
+    assert zone_name_problems(None) == ["no zone was given: set zone, for example zone=europe-west1-c"]
+    assert zone_name_problems("europe-west1,europe-west1-c") == [
+        "zone 'europe-west1' is not a Compute Engine zone name such as europe-west1-c"]
+
+
+KNOWN = [{"name": "europe-west1-b", "status": "UP"}, {"name": "europe-west1-c", "status": "UP"},
+         {"name": "europe-west1-d", "status": "DOWN"}]
+
+
+def test_zones_must_exist_and_be_up():
+    assert zone_problems("europe-west1-b,europe-west1-c", KNOWN, "europe-west1") == []
+    assert zone_problems("europe-west1-z", KNOWN, "europe-west1") == [
+        "zone europe-west1-z does not exist in region europe-west1; its zones: europe-west1-b, europe-west1-c, europe-west1-d"]
+    assert zone_problems("us-east1-b", KNOWN, "europe-west1") == [
+        "zone us-east1-b is in region us-east1, but the cluster's masters are in region europe-west1: every replica of a "
+        "cluster must be in one region; choose a zone of europe-west1 (europe-west1-b, europe-west1-c)"]
+    assert zone_problems(["europe-west1-d"], KNOWN, "europe-west1") == [
+        "zone europe-west1-d is DOWN; zones of europe-west1 that are up: europe-west1-b, europe-west1-c"]
+
+
+def test_bootstrap_only_creates_or_checks_the_first_replica():
+    assert bootstrap_problems([], "k", "europe-west1-b") == []
+    # A re-run finds the first replica where it was made.
+    assert bootstrap_problems(ONE, "k", "europe-west1-b") == []
+    moved = bootstrap_problems(ONE, "k", "europe-west1-c")
+    assert moved == ["cluster k already has replicas (k-master in europe-west1-b): bootstrap only creates or checks "
+                     "its first replica k-master in europe-west1-c; use replicate to add replicas, recover to replace "
+                     "one, and status to look"]
+    assert "k-master-c in europe-west1-c" in bootstrap_problems(THREE, "k", "europe-west1-b")[0]
+
+
+def test_replica_targets_are_named_after_their_zone_so_a_rerun_finds_them():
+    assert replica_targets(ONE, "europe-west1-c,europe-west1-d", "k") == [
+        {"name": "k-master-c", "zone": "europe-west1-c", "exists": False},
+        {"name": "k-master-d", "zone": "europe-west1-d", "exists": False}]
+    assert replica_targets(THREE, "europe-west1-c", "k") == [{"name": "k-master-c", "zone": "europe-west1-c", "exists": True}]
+    assert replica_targets(ONE, "europe-west1-c", "k", "k-master-x1") == [
+        {"name": "k-master-x1", "zone": "europe-west1-c", "exists": False}]
+    with pytest.raises(AnsibleFilterError, match="replica_name names one replica, but 2 zones were given"):
+        replica_targets(ONE, "europe-west1-c,europe-west1-d", "k", "k-master-x1")
+    with pytest.raises(AnsibleFilterError, match="replica k-master already exists in zone europe-west1-b, not europe-west1-c"):
+        replica_targets(ONE, "europe-west1-c", "k", "k-master")
+
+
+def member(name, ip, healthy=True, learner=False, error=None):
+    return {"name": name, "peer_urls": ["https://%s:2380" % ip], "healthy": healthy, "is_learner": learner,
+            "error": error}
+
+
+def etcd(*members):
+    voters = [m for m in members if not m["is_learner"]]
+    healthy = [m for m in voters if m["healthy"]]
+    return {"members": list(members), "has_quorum": len(healthy) >= len(voters) // 2 + 1}
+
+
+def test_etcd_rules_before_a_membership_change():
+    a, b, c = member("k-master", "10.132.0.2"), member("k-master-c", "10.132.0.3"), member("k-master-d", "10.132.0.4")
+    assert etcd_problems(etcd(a, b, c)) == []
+    sick = member("k-master-c", "10.132.0.3", healthy=False, error="connection refused")
+    assert etcd_problems(etcd(a, sick, c)) == [
+        "etcd member k-master-c (https://10.132.0.3:2380) is unhealthy (connection refused): membership changes wait "
+        "until every other member is healthy; recover it first (recover -e replica_name=k-master-c)"]
+    # The member a run is there to replace or finish is no reason to stop.
+    assert etcd_problems(etcd(a, sick, c), ["k-master-c"]) == []
+    # A learner that has not started has no name yet: found by the IP of the replica it is for.
+    pending = member("", "10.132.0.5", healthy=False, learner=True)
+    assert "a learner that was never promoted" in etcd_problems(etcd(a, b, c, pending))[0]
+    assert etcd_problems(etcd(a, b, c, pending), [{"name": "k-master-e", "internal_ip": "10.132.0.5"}]) == []
+    lost = etcd(a, member("k-master-c", "10.132.0.3", healthy=False), member("k-master-d", "10.132.0.4", healthy=False))
+    assert etcd_problems(lost)[0].startswith("etcd has no quorum: 1 of 3 voting members are healthy, and 2 are needed")
+
+
+def test_removal_keeps_a_quorum_of_healthy_voters():
+    a, b, c = member("k-master", "10.132.0.2"), member("k-master-c", "10.132.0.3"), member("k-master-d", "10.132.0.4")
+    assert etcd_problems(etcd(a, b, c), ["k-master-d"], removing=True) == []
+    sick = member("k-master-c", "10.132.0.3", healthy=False)
+    # Removing the sick one from three leaves two healthy of two: fine.
+    assert etcd_problems(etcd(a, sick, c), ["k-master-c"], removing=True) == []
+    # Removing a healthy one while another is sick: refused twice over.
+    problems = etcd_problems(etcd(a, sick, c), ["k-master-d"], removing=True)
+    assert any("is unhealthy" in p for p in problems)
+    assert "after the removal 2 voting members stay, of which 1 are healthy, fewer than the 2" in problems[-1]
+
+
 def test_the_filters_are_registered():
-    names = ["fault_tolerance", "quorum", "remove_problems", "replicate_problems", "zone_region"]
+    names = ["bootstrap_problems", "etcd_problems", "fault_tolerance", "quorum", "recover_problems", "remove_problems", "replica_targets",
+             "replicate_problems", "zone_name_problems", "zone_problems", "zone_region"]
     assert sorted(FilterModule().filters()) == names
+
+
+def test_recover_rules():
+    assert recover_problems(THREE, zone="europe-west1-c") == []
+    # A replica whose VM is gone is recovered by name.
+    assert recover_problems(ONE + [replica("k-master-d", "europe-west1-d")], name="k-master-c") == []
+    assert recover_problems(ONE, zone="europe-west1-c")[0].startswith(
+        "the cluster has no replica in zone europe-west1-c; its replicas: k-master (europe-west1-b). If the VM")
+    assert recover_problems(ONE, zone="europe-west1-b")[0].startswith("k-master is the cluster's only replica")
+    assert recover_problems(ONE, name="k-master")[0].startswith("k-master is the cluster's only replica")
+    two_in_c = THREE + [replica("k-master-c2", "europe-west1-c")]
+    assert recover_problems(two_in_c, zone="europe-west1-c") == [
+        "zone europe-west1-c holds 2 replicas (k-master-c, k-master-c2): set replica_name to say which one"]
+    assert recover_problems(THREE)[0].startswith("say which replica to recover")

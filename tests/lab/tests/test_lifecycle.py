@@ -1,0 +1,312 @@
+# Copyright (c) kubeha.gce contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The lifecycle playbooks end to end in the lab: real machines, real etcd, the control-plane stand-ins.
+
+Each playbook runs as a user runs it (``tests/lab/lab exec -- ansible-playbook playbooks/X.yml -e ...``);
+its re-run must report changed=0. Each preflight rule is tried with a bad request, which must fail with
+the rule's message and leave the simulator's resources and the etcd membership as they were. A
+background writer puts a key into etcd every 200 ms throughout; its failed writes are reported per step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+
+import pytest
+
+from labcli import control, lab
+
+pytestmark = [pytest.mark.machines, pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")]
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+REPORT_DIR = os.environ.get("KUBEHA_REPORT_DIR", "/var/tmp/kubeha-gce/reports")
+CLUSTER = "k"
+
+# Inside the lab: GET a URL over TLS checked against a CA.
+FETCH = """
+import json, ssl, sys, urllib.request
+url, ca = sys.argv[1:3]
+context = ssl.create_default_context(cafile=ca)
+try:
+    with urllib.request.urlopen(url, context=context, timeout=10) as answer:
+        print(json.dumps({"status": answer.status, "body": answer.read().decode()}))
+except Exception as exc:
+    print(json.dumps({"status": -1, "body": str(exc)}))
+"""
+
+
+class Lifecycle:
+    """Runs the playbooks in the lab and keeps what each step cost."""
+
+    def __init__(self, env, tmp_path):
+        self.env = env
+        self.tmp = tmp_path
+        self.steps = []
+        self.writer = None
+        self.writer_log = tmp_path / "writes.jsonl"
+
+    def playbook(self, name, *extra, env_unset=()):
+        command = ["exec", "--"]
+        if env_unset:
+            command += ["env"] + ["-u%s" % n for n in env_unset]
+        command += ["ansible-playbook", os.path.join(REPO, "playbooks", "%s.yml" % name), "-e", "cluster_name=%s" % CLUSTER,
+                    "-e", "kubeha_ca_cert_file=%s" % (self.tmp / "ca.crt")]
+        for item in extra:
+            command += ["-e", item]
+        return lab(self.env, *command, timeout=1800)
+
+    def step(self, title, name, *extra, expect_changed=None):
+        started = time.time()
+        run = self.playbook(name, *extra)
+        ended = time.time()
+        assert run.returncode == 0, "%s failed:\n%s" % (title, failure(run))
+        counts = recap(run)["localhost"]
+        self.steps.append({"step": title, "playbook": name, "args": list(extra), "wall_s": round(ended - started, 1),
+                           "changed": counts["changed"], "started": started, "ended": ended})
+        if expect_changed == 0:
+            assert counts["changed"] == 0, "%s changed something:\n%s" % (title, changed_tasks(run))
+        return run
+
+    def refused(self, title, name, message, *extra, env_unset=()):
+        """A bad request: fails with ``message`` and changes neither the resources nor the etcd membership."""
+        resources, members = self.resources(), self.members()
+        run = self.playbook(name, *extra, env_unset=env_unset)
+        assert run.returncode != 0, "%s was not refused" % title
+        assert message in run.stdout, "%s: %r not in\n%s" % (title, message, failure(run))
+        assert "Nothing was changed" in run.stdout, failure(run)
+        assert recap(run)["localhost"]["changed"] == 0, changed_tasks(run)
+        assert self.resources() == resources, title
+        assert self.members() == members, title
+        self.steps.append({"step": title, "playbook": name, "args": list(extra), "refused": message})
+
+    # -- what there is ---------------------------------------------------------------------------
+    def resources(self):
+        return control(self.env, "GET", "resources")["resources"]
+
+    def network(self):
+        return control(self.env, "GET", "network")
+
+    def instance(self, name):
+        return next((i for i in self.network()["instances"] if i["name"] == name), None)
+
+    def address(self):
+        return next(r for p, r in self.resources().items() if p.endswith("/addresses/k-master-ip"))["address"]
+
+    def fetch(self, url):
+        """GET ``url`` from the lab's namespace (outside the VPC, as a user is), checked against the cluster CA."""
+        done = lab(self.env, "exec", "--", sys.executable, "-c", FETCH, url, str(self.tmp / "ca.crt"), "", "")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    def ssh(self, command, name="k-master", check=True):
+        """Run ``command`` on a replica over SSH through its external IP (as the collection does)."""
+        ip = self.instance(name)["nat_ip"]
+        done = lab(self.env, "exec", "--", "ssh", "-i", os.path.join(self.env["KUBEHA_LAB_STATE"], "ssh", "id_ed25519"),
+                   "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                   "-o", "BatchMode=yes", "kubeha@%s" % ip, command, timeout=120)
+        if check:
+            assert done.returncode == 0, "%s on %s: %s" % (command, name, done.stderr)
+        return done
+
+    def members(self):
+        """The etcd membership (IDs, names, peer URLs, learner or not), read on the first replica, which
+        this test never crashes or removes. Internal IPs are not reachable from outside the VPC."""
+        if self.instance("k-master") is None:
+            return None
+        done = self.ssh("sudo etcdctl --endpoints https://127.0.0.1:2379 --cacert /etc/kubernetes/pki/etcd/ca.crt "
+                        "--cert /etc/kubernetes/pki/apiserver-etcd-client.crt --key /etc/kubernetes/pki/apiserver-etcd-client.key "
+                        "--command-timeout 10s member list -w json", check=False)
+        if done.returncode != 0:
+            return None  # no etcd yet
+        members = json.loads(done.stdout).get("members") or []
+        return sorted((m["ID"], m.get("name", ""), tuple(m.get("peerURLs") or []), bool(m.get("isLearner")))
+                      for m in members)
+
+    def readyz(self):
+        return self.fetch("https://%s/readyz?verbose" % self.address())
+
+    # -- the background writer, on the first replica, to its etcd and the others' ----------------
+    def start_writer(self):
+        script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kubeha_lab", "etcdwriter.py")
+        with open(script, encoding="utf-8") as handle:
+            body = handle.read()
+        put = lab(self.env, "exec", "--", "ssh", "-i", os.path.join(self.env["KUBEHA_LAB_STATE"], "ssh", "id_ed25519"),
+                  "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                  "kubeha@%s" % self.instance("k-master")["nat_ip"], "cat > /tmp/etcdwriter.py", input_text=body)
+        assert put.returncode == 0, put.stderr
+        started = self.ssh("sudo sh -c 'nohup python3 /tmp/etcdwriter.py --endpoint https://127.0.0.1:2379 "
+                           "--ca /etc/kubernetes/pki/etcd/ca.crt --cert /etc/kubernetes/pki/apiserver-etcd-client.crt "
+                           "--key /etc/kubernetes/pki/apiserver-etcd-client.key --log /root/writes.jsonl "
+                           ">/root/writer.out 2>&1 & echo $!'")
+        self.writer = int(started.stdout.strip())
+
+    def stop_writer(self):
+        """Stop the writer (by the PID it was started with) and keep its log."""
+        if self.writer is None or self.instance("k-master") is None:
+            return
+        self.ssh("sudo kill %d; sleep 1; sudo cat /root/writes.jsonl" % self.writer, check=False)
+        done = self.ssh("sudo cat /root/writes.jsonl", check=False)
+        self.writer_log.write_text(done.stdout)
+        self.writer = None
+
+    def writes(self):
+        if not self.writer_log.exists():
+            return []
+        return [json.loads(line) for line in self.writer_log.read_text().splitlines() if line.strip()]
+
+    def report(self):
+        writes = self.writes()
+        for step in self.steps:
+            if "started" not in step:
+                continue
+            during = [w for w in writes if step["started"] <= w["at"] < step["ended"]]
+            step["writes"] = len(during)
+            step["failed_writes"] = sum(1 for w in during if not w["ok"])
+            step["first_errors"] = [w["error"] for w in during if not w["ok"]][:3]
+        return {"cluster": CLUSTER, "steps": self.steps, "writes": len(writes),
+                "failed_writes": sum(1 for w in writes if not w["ok"])}
+
+
+def recap(run):
+    """PLAY RECAP counts per host."""
+    counts = {}
+    for line in run.stdout.splitlines():
+        match = re.match(r"^(\S+)\s+:\s+(ok=.*)$", line)
+        if match:
+            counts[match.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(2))}
+    return counts
+
+
+def changed_tasks(run):
+    lines = run.stdout.splitlines()
+    tasks, task = [], None
+    for line in lines:
+        if line.startswith(("TASK [", "RUNNING HANDLER [")):
+            task = line
+        elif line.startswith("changed:") and task and task not in tasks:
+            tasks.append(task)
+    return "\n".join(tasks) or failure(run)
+
+
+def failure(run):
+    return run.stdout[-6000:] + run.stderr[-2000:]
+
+
+def table(report):
+    lines = ["kubeha.gce lifecycle in the lab (a write to etcd every 200 ms)",
+             "%-46s %8s %8s %8s %8s" % ("step", "wall s", "changed", "writes", "failed")]
+    for step in report["steps"]:
+        if "wall_s" in step:
+            lines.append("%-46s %8.1f %8d %8d %8d" % (step["step"][:46], step["wall_s"], step["changed"],
+                                                      step.get("writes", 0), step.get("failed_writes", 0)))
+        else:
+            lines.append("%-46s %s" % (step["step"][:46], "refused, nothing changed"))
+    lines.append("writes: %d, failed: %d" % (report["writes"], report["failed_writes"]))
+    return "\n".join(lines)
+
+
+@pytest.fixture
+def life(lab_env, tmp_path):
+    assert lab(lab_env, "up").returncode == 0
+    life = Lifecycle(lab_env, tmp_path)
+    yield life
+    life.stop_writer()
+
+
+def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=redefined-outer-name
+    # -- before anything exists: bad requests are refused ---------------------------------------
+    life.refused("bootstrap: not a zone name", "bootstrap", "zone 'europe-west1' is not a Compute Engine zone name",
+                 "zone=europe-west1")
+    life.refused("bootstrap: a zone that does not exist", "bootstrap",
+                 "zone europe-west1-z does not exist in region europe-west1", "zone=europe-west1-z")
+    life.refused("bootstrap: etcd_quorum_read=false", "bootstrap", "etcd_quorum_read=false (kube-up's ENABLE_ETCD_QUORUM_READS=false)",
+                 "zone=europe-west1-b", "etcd_quorum_read=false")
+    life.refused("bootstrap: no credentials", "bootstrap",
+                 "cannot read cluster k from Compute Engine: auth_kind=serviceaccount needs service_account_file",
+                 "zone=europe-west1-b", env_unset=("GCP_SERVICE_ACCOUNT_FILE",))
+
+    # -- bootstrap: the first replica holds the reserved address; the API answers there -----------
+    life.step("bootstrap in europe-west1-b", "bootstrap", "zone=europe-west1-b")
+    assert life.instance("k-master")["nat_ip"] == life.address()
+    ready = life.readyz()
+    assert ready["status"] == 200 and "[+]etcd ok" in ready["body"], ready
+    life.step("bootstrap again", "bootstrap", "zone=europe-west1-b", expect_changed=0)
+    life.start_writer()
+
+    life.refused("bootstrap again in another zone", "bootstrap", "cluster k already has replicas (k-master in europe-west1-b)",
+                 "zone=europe-west1-c")
+    life.refused("replicate: to two replicas", "replicate", "this would make 2 replicas, an even number", "zone=europe-west1-c")
+    life.refused("replicate: a zone of another region", "replicate",
+                 "zone us-east1-b is in region us-east1, but the cluster's masters are in region europe-west1",
+                 "zone=europe-west1-c,us-east1-b")
+    life.refused("replicate: the zone of a replica", "replicate", "zone europe-west1-b already holds replica k-master",
+                 "zone=europe-west1-b,europe-west1-c")
+
+    # -- replicate into two zones: the load balancer takes the reserved address on the second -------
+    life.step("replicate into europe-west1-c, europe-west1-d", "replicate", "zone=europe-west1-c,europe-west1-d")
+    members = life.members()
+    assert sorted(m[1] for m in members) == ["k-master", "k-master-c", "k-master-d"] and not any(m[3] for m in members)
+    assert all(url.startswith("https://") for m in members for url in m[2])
+    rules = life.network()["forwarding_rules"]
+    assert [(r["name"], r["ip"]) for r in rules] == [("k-master", life.address())]
+    assert sorted(m["name"] for m in rules[0]["members"]) == ["k-master", "k-master-c", "k-master-d"]
+    assert life.instance("k-master")["nat_ip"] != life.address()
+    ready = life.readyz()
+    assert ready["status"] == 200, ready
+    life.step("replicate again", "replicate", "zone=europe-west1-c,europe-west1-d", expect_changed=0)
+
+    # -- a replica crashes: membership changes wait; recover it with its data disk ---------------
+    before = {m[1]: m[0] for m in life.members()}
+    control(life.env, "POST", "zones/europe-west1-c/instances/k-master-c/crash")
+    life.refused("remove while a member is down", "remove", "etcd member k-master-c (https://", "zone=europe-west1-d")
+    life.step("recover k-master-c, reusing its data disk", "recover", "zone=europe-west1-c")
+    after = {m[1]: m[0] for m in life.members()}
+    assert after == before, "the member keeps its identity when its disk is reused"
+    life.step("recover again (healthy: nothing to do)", "recover", "zone=europe-west1-c", expect_changed=0)
+
+    # -- another crashes: replace it with a new member ------------------------------------------
+    control(life.env, "POST", "zones/europe-west1-d/instances/k-master-d/crash")
+    life.step("recover k-master-d as a new member", "recover", "zone=europe-west1-d", "recover_mode=replace")
+    replaced = {m[1]: m[0] for m in life.members()}
+    assert set(replaced) == {"k-master", "k-master-c", "k-master-d"} and replaced["k-master-d"] != before["k-master-d"]
+    life.step("replicate again after the recoveries", "replicate", "zone=europe-west1-c,europe-west1-d", expect_changed=0)
+
+    # -- remove down to one: the address goes back to the last replica ---------------------------
+    life.refused("remove: a replica that does not exist", "remove", "the cluster has no replica named k-master-x",
+                 "zone=europe-west1-b", "replica_name=k-master-x")
+    life.step("remove k-master-d", "remove", "zone=europe-west1-d")
+    life.step("remove k-master-c", "remove", "zone=europe-west1-c")
+    assert [m[1] for m in life.members()] == ["k-master"]
+    assert life.network()["forwarding_rules"] == []
+    assert life.instance("k-master")["nat_ip"] == life.address()
+    assert not [p for p in life.resources() if "/backendServices/" in p or "/targetPools/" in p or "/instanceGroups/" in p]
+    ready = life.readyz()
+    assert ready["status"] == 200, ready
+    life.refused("remove the last replica", "remove", "k-master is the cluster's last replica", "zone=europe-west1-b")
+    life.refused("recover the only replica", "recover", "k-master is the cluster's only replica", "zone=europe-west1-b")
+    life.refused("recover: a zone without a replica", "recover", "the cluster has no replica in zone europe-west1-c",
+                 "zone=europe-west1-c")
+    life.step("bootstrap again on the last replica", "bootstrap", "zone=europe-west1-b", expect_changed=0)
+    status = life.step("status", "status", "zone=europe-west1-b", expect_changed=0)
+    assert "LOAD BALANCER: single" in status.stdout and "k-master" in status.stdout, status.stdout[-3000:]
+
+    life.stop_writer()
+    report = life.report()
+    os.makedirs(REPORT_DIR, exist_ok=True)
+    path = os.path.join(REPORT_DIR, "lifecycle-%s.json" % time.strftime("%Y%m%dT%H%M%S"))
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=1)
+    with capsys.disabled():
+        print("\n" + table(report) + "\n(saved to %s)" % path)
+    # The writer wrote all along, and etcd took writes again after every step.
+    writes = life.writes()
+    assert report["writes"] > 100
+    for step in report["steps"]:
+        if "ended" in step and step["started"] > writes[0]["at"]:
+            later = [w for w in writes if w["at"] >= step["ended"]][:5]
+            assert later and any(w["ok"] for w in later), (step["step"], later)
