@@ -228,7 +228,7 @@ actions:
     - create firewall kubernetes-master-etcd (tcp:2380-2381 to tag kubernetes-master)
 """
 
-from ansible_collections.kubeha.gce.plugins.module_utils._gce.module import checked, gce_module, run
+from ansible_collections.kubeha.gce.plugins.module_utils._gce.module import checked, converge, gce_module
 from ansible_collections.kubeha.gce.plugins.module_utils._gce.network import STATES, MasterNetwork, spec_from_params
 
 
@@ -249,13 +249,7 @@ def main() -> None:
     module = gce_module(argument_spec)
     spec = checked(module, spec_from_params, module.params)
 
-    def work(api):
-        result = MasterNetwork(api, spec, check_mode=module.check_mode, warn=module.warn).run()
-        if not module._diff:
-            result.pop("diff")
-        return result
-
-    run(module, work)
+    converge(module, spec, MasterNetwork)
 
 
 if __name__ == "__main__":

@@ -296,7 +296,7 @@ kept_data_disk:
   type: dict
 """
 
-from ansible_collections.kubeha.gce.plugins.module_utils._gce.module import checked, gce_module, run
+from ansible_collections.kubeha.gce.plugins.module_utils._gce.module import checked, converge, gce_module
 from ansible_collections.kubeha.gce.plugins.module_utils._gce.replica import (
     DEFAULT_INSTANCE_SCOPES,
     Replica,
@@ -333,14 +333,8 @@ def main() -> None:
     module = gce_module(argument_spec)
     spec = checked(module, spec_from_params, module.params)
 
-    def work(api):
-        replica = Replica(api, spec, check_mode=module.check_mode, warn=module.warn)
-        result = replica.present() if module.params["state"] == "present" else replica.absent()
-        if not module._diff:
-            result.pop("diff")
-        return result
-
-    run(module, work)
+    converge(module, spec, Replica,
+             lambda replica: replica.present() if module.params["state"] == "present" else replica.absent())
 
 
 if __name__ == "__main__":

@@ -294,7 +294,7 @@ from ansible_collections.kubeha.gce.plugins.module_utils._gce.lb import (
     LoadBalancer,
     spec_from_params,
 )
-from ansible_collections.kubeha.gce.plugins.module_utils._gce.module import checked, gce_module, run
+from ansible_collections.kubeha.gce.plugins.module_utils._gce.module import checked, converge, gce_module
 
 
 def main() -> None:
@@ -320,13 +320,7 @@ def main() -> None:
     module = gce_module(argument_spec)
     spec = checked(module, spec_from_params, module.params)
 
-    def work(api):
-        result = LoadBalancer(api, spec, check_mode=module.check_mode, warn=module.warn).run()
-        if not module._diff:
-            result.pop("diff")
-        return result
-
-    run(module, work)
+    converge(module, spec, LoadBalancer)
 
 
 if __name__ == "__main__":

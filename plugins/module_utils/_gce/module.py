@@ -52,3 +52,16 @@ def run(module: AnsibleModule, work: t.Callable[[ComputeApi], dict[str, t.Any]])
     except GceError as exc:
         module.fail_json(msg=str(exc), error=exc.to_dict())
     module.exit_json(**result)
+
+
+def converge(module: AnsibleModule, spec: t.Any, resource: t.Callable[..., t.Any],
+             act: t.Callable[[t.Any], dict[str, t.Any]] = lambda converger: converger.run()) -> None:
+    """``run`` for the writing modules: ``act`` on the ``resource`` class built for ``spec``, with the
+    module's check mode and warnings; the result keeps its ``diff`` only when diff mode is on."""
+    def work(api: ComputeApi) -> dict[str, t.Any]:
+        result = act(resource(api, spec, check_mode=module.check_mode, warn=module.warn))
+        if not module._diff:  # pylint: disable=protected-access
+            result.pop("diff")
+        return result
+
+    run(module, work)

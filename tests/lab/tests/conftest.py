@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import typing as t
 import urllib.request
 
@@ -103,3 +105,41 @@ def wait(compute: t.Any, op: dict[str, t.Any]) -> dict[str, t.Any]:
         return compute.regionOperations().wait(project=PROJECT, region=op["region"].rsplit("/", 1)[-1],
                                                operation=name).execute()
     return compute.globalOperations().wait(project=PROJECT, operation=name).execute()
+
+
+class ModuleProcess:
+    """Runs one of the collection's modules as a separate process, as Ansible does, with the lab's credentials."""
+
+    def __init__(self, lab: Lab, tmp_path: t.Any, module: str, defaults: dict[str, t.Any] | None = None) -> None:
+        repo = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+        root = tmp_path / "collections" / "ansible_collections" / "kubeha"
+        root.mkdir(parents=True)
+        (root / "gce").symlink_to(repo)
+        key = tmp_path / "key.json"
+        key.write_text(json.dumps(lab.new_key("deployer")))
+        key.chmod(0o600)
+        self.name = module
+        self.path = os.path.join(repo, "plugins", "modules", "%s.py" % module)
+        self.defaults = dict(defaults or {})
+        self.tmp = tmp_path
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("GCP_", "GCE_", "ANSIBLE_"))}
+        self.env.update(PYTHONPATH=str(tmp_path / "collections"), GCP_SERVICE_ACCOUNT_FILE=str(key),
+                        GCP_PROJECT=PROJECT, KUBEHA_GCE_API_ENDPOINT=lab.endpoint)
+        self.count = 0
+
+    def start(self, args: dict[str, t.Any], check: bool = False, diff: bool = True) -> subprocess.Popen:
+        """The module's process, started (in a session of its own, so a test can kill it)."""
+        self.count += 1
+        path = self.tmp / ("args%d.json" % self.count)
+        path.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": dict(self.defaults, **args, _ansible_check_mode=check,
+                                                                _ansible_diff=diff)}))
+        return subprocess.Popen([sys.executable, self.path, str(path)], env=self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    def __call__(self, args: dict[str, t.Any], check: bool = False, diff: bool = True) -> dict[str, t.Any]:
+        process = self.start(args, check, diff)
+        out, err = process.communicate(timeout=300)
+        try:
+            return json.loads(out)
+        except ValueError:
+            raise AssertionError("%s printed no result: %s\n%s" % (self.name, out[-2000:], err[-2000:])) from None

@@ -8,21 +8,15 @@ The module runs as its own process, as Ansible runs it.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import typing as t
 
 import pytest
 from googleapiclient.errors import HttpError
 
-from conftest import PROJECT, wait
+from conftest import PROJECT, ModuleProcess, wait
 
 pytestmark = pytest.mark.playbook
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-MODULE = os.path.join(REPO, "plugins", "modules", "gce_master_network.py")
 REGION = "europe-west1"
 IMAGE = "projects/debian-cloud/global/images/family/debian-12"
 LABELS = {"kubeha-cluster": "k", "kubeha-role": "master"}
@@ -30,40 +24,10 @@ ARGS = {"cluster_name": "k", "region": REGION}
 HEALTH_CHECK_RANGES = ["35.191.0.0/16", "209.85.152.0/22", "209.85.204.0/22", "130.211.0.0/22"]
 
 
-class Runner:
-    """Runs gce_master_network as a separate process with the lab's credentials."""
-
-    def __init__(self, lab: t.Any, tmp_path: t.Any) -> None:
-        root = tmp_path / "collections" / "ansible_collections" / "kubeha"
-        root.mkdir(parents=True)
-        (root / "gce").symlink_to(REPO)
-        key = tmp_path / "key.json"
-        key.write_text(json.dumps(lab.new_key("deployer")))
-        key.chmod(0o600)
-        self.tmp = tmp_path
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("GCP_", "GCE_", "ANSIBLE_"))}
-        self.env.update(PYTHONPATH=str(tmp_path / "collections"), GCP_SERVICE_ACCOUNT_FILE=str(key),
-                        GCP_PROJECT=PROJECT, KUBEHA_GCE_API_ENDPOINT=lab.endpoint)
-        self.count = 0
-
-    def __call__(self, args: dict[str, t.Any], check: bool = False, diff: bool = True) -> dict[str, t.Any]:
-        self.count += 1
-        path = self.tmp / ("args%d.json" % self.count)
-        path.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": dict(ARGS, **args, _ansible_check_mode=check,
-                                                                _ansible_diff=diff)}))
-        done = subprocess.run([sys.executable, MODULE, str(path)], env=self.env, capture_output=True, text=True,
-                              timeout=300, check=False)
-        try:
-            return json.loads(done.stdout)
-        except ValueError:
-            raise AssertionError("gce_master_network printed no result: %s\n%s"
-                                 % (done.stdout[-2000:], done.stderr[-2000:])) from None
-
-
 @pytest.fixture
 def run(lab, tmp_path):
     lab.control("PUT", "timing", {"pending": 0.01, "running": 0.03})
-    return Runner(lab, tmp_path)
+    return ModuleProcess(lab, tmp_path, "gce_master_network", ARGS)
 
 
 def firewalls(compute: t.Any) -> dict[str, dict[str, t.Any]]:
@@ -91,7 +55,7 @@ def create_replica(compute: t.Any, ip: str) -> None:
             {"name": "External NAT", "type": "ONE_TO_ONE_NAT", "natIP": ip}]}]}).execute())
 
 
-def rerun_changes_nothing(lab: t.Any, run: Runner, args: dict[str, t.Any]) -> dict[str, t.Any]:
+def rerun_changes_nothing(lab: t.Any, run: ModuleProcess, args: dict[str, t.Any]) -> dict[str, t.Any]:
     lab.control("DELETE", "requests")
     again = run(args)
     assert not again.get("failed"), again.get("msg")

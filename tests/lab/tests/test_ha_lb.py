@@ -13,19 +13,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import typing as t
 
 import pytest
 
-from conftest import PROJECT, wait
+from conftest import PROJECT, ModuleProcess, wait
 
 pytestmark = pytest.mark.playbook
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-MODULE = os.path.join(REPO, "plugins", "modules", "ha_lb.py")
 REGION = "europe-west1"
 IMAGE = "projects/debian-cloud/global/images/family/debian-12"
 LABELS = {"kubeha-cluster": "k", "kubeha-role": "master"}
@@ -36,43 +32,11 @@ LB_COLLECTIONS = ("forwardingRules", "regionBackendServices", "targetPools", "re
 FAST_CHECK = {"check_interval_sec": 1, "timeout_sec": 1, "healthy_threshold": 1, "unhealthy_threshold": 2}
 
 
-class Runner:
-    """Runs ha_lb as a separate process with the lab's credentials."""
-
-    def __init__(self, lab: t.Any, tmp_path: t.Any) -> None:
-        root = tmp_path / "collections" / "ansible_collections" / "kubeha"
-        root.mkdir(parents=True)
-        (root / "gce").symlink_to(REPO)
-        key = tmp_path / "key.json"
-        key.write_text(json.dumps(lab.new_key("deployer")))
-        key.chmod(0o600)
-        self.tmp = tmp_path
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("GCP_", "GCE_", "ANSIBLE_"))}
-        self.env.update(PYTHONPATH=str(tmp_path / "collections"), GCP_SERVICE_ACCOUNT_FILE=str(key),
-                        GCP_PROJECT=PROJECT, KUBEHA_GCE_API_ENDPOINT=lab.endpoint)
-        self.count = 0
-
-    def start(self, args: dict[str, t.Any], check: bool = False, diff: bool = True) -> subprocess.Popen:
-        self.count += 1
-        path = self.tmp / ("args%d.json" % self.count)
-        path.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_check_mode=check, _ansible_diff=diff)}))
-        return subprocess.Popen([sys.executable, MODULE, str(path)], env=self.env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-    def __call__(self, args: dict[str, t.Any], check: bool = False, diff: bool = True) -> dict[str, t.Any]:
-        process = self.start(args, check, diff)
-        out, err = process.communicate(timeout=300)
-        try:
-            return json.loads(out)
-        except ValueError:
-            raise AssertionError("ha_lb printed no result: %s\n%s" % (out[-2000:], err[-2000:])) from None
-
-
 @pytest.fixture
 def run(lab, tmp_path):
     # Quick operations: these tests are about order and convergence, not about waiting.
     lab.control("PUT", "timing", {"pending": 0.01, "running": 0.03})
-    return Runner(lab, tmp_path)
+    return ModuleProcess(lab, tmp_path, "ha_lb")
 
 
 @pytest.fixture
