@@ -151,11 +151,16 @@ def replicate_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], zones: t.Any
 
 
 def remove_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], name: str | None = None,
-                    zone: str | None = None) -> list[str]:
-    """Why removing the replica named ``name`` (or the one in ``zone``) must not happen; empty when it may."""
+                    zone: str | None = None, absent_ok: bool = False) -> list[str]:
+    """Why removing the replica named ``name`` (or the one in ``zone``) must not happen; empty when it may.
+
+    With ``absent_ok``, a target that does not exist is no problem: there is nothing to remove.
+    """
     targets = [r for r in replicas if (name and r.get("name") == name) or (not name and zone and r.get("zone") == zone)]
     if not name and not zone:
         return ["say which replica to remove: set replica_name, or zone when the zone holds only one replica"]
+    if not targets and absent_ok:
+        return []
     if not targets:
         where = "named %s" % name if name else "in zone %s" % zone
         existing = ", ".join("%s (%s)" % (r["name"], r.get("zone")) for r in replicas) or "none"

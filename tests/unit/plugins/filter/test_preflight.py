@@ -87,6 +87,18 @@ def test_remove_rules():
         "say which replica to remove: set replica_name, or zone when the zone holds only one replica"]
 
 
+def test_remove_of_a_replica_already_gone_is_fine_only_when_asked_for():
+    assert remove_problems(THREE, name="nope", absent_ok=True) == []
+    assert remove_problems(ONE, zone="europe-west1-c", absent_ok=True) == []
+    assert remove_problems(ONE, zone="europe-west1-c") == [
+        "the cluster has no replica in zone europe-west1-c; its replicas: k-master (europe-west1-b)"]
+    # The other rules still hold.
+    assert remove_problems(ONE, name="k-master", absent_ok=True) != []
+    two_in_b = THREE + [replica("k-master-b2", "europe-west1-b")]
+    assert remove_problems(two_in_b, zone="europe-west1-b", absent_ok=True) != []
+    assert remove_problems(THREE, absent_ok=True) != []
+
+
 def test_zone_names_are_checked_before_anything_is_read():
     assert zone_name_problems("europe-west1-c") == []
     assert zone_name_problems("europe-west1-c, europe-west1-d") == []
