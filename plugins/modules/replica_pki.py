@@ -15,7 +15,7 @@ description:
     back what it returns. Nothing durable stays on the controller.
   - With O(create_ca=true) it creates whichever of the cluster CA, the etcd CA, the front-proxy CA
     and the service-account key pair is missing from O(ca), and returns them all in RV(ca).
-  - With O(replica) it returns the replica's certificates; a certificate given in O(current) is
+  - With O(replica) it returns the replica's certificates (see O(leaves)); a certificate given in O(current) is
     kept when its subject, names, usages and issuer are as required and it does not expire within
     O(renew_before_days), and issued again with a new key otherwise. RV(changed_leaves) says which.
   - B(Key material is returned in the result.) Always set C(no_log) to C(true) on the task, and write
@@ -79,10 +79,18 @@ options:
   leaves:
     description:
       - Which certificates to return. All of them by default.
+      - C(etcd-peer) and C(etcd-server) (etcd CA; SANs the replica's name, internal IP, C(127.0.0.1), C(localhost));
+        C(apiserver) (serving; SANs as in O(replica)); C(apiserver-etcd-client) (etcd CA); C(apiserver-kubelet-client)
+        (C(O=system:masters)); C(front-proxy-client) (front-proxy CA); C(controller-manager) and C(scheduler)
+        (C(CN=system:kube-controller-manager), C(CN=system:kube-scheduler), with kubeconfigs in RV(kubeconfigs)).
+      - C(addon-manager) is the client certificate of the replica's addon manager, C(CN=system:kube-addon-manager)
+        in the C(system:masters) group, because it creates and deletes objects of every kind and no RBAC binding
+        can exist for it before it has created one. The control_plane role writes its kubeconfig, which names
+        the certificate files, so no kubeconfig is returned for it.
     type: list
     elements: str
     choices: [etcd-peer, etcd-server, apiserver, apiserver-etcd-client, apiserver-kubelet-client, front-proxy-client,
-              controller-manager, scheduler]
+              controller-manager, scheduler, addon-manager]
   key_type:
     description:
       - Type of the new keys of CAs and certificates. ECDSA P-256 or RSA.

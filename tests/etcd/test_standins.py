@@ -580,3 +580,73 @@ def test_kubectl_reads_raw_paths_and_applies_manifests(etcd, cp, procs, tmp_path
     down = kubectl("get", "--raw", "/readyz")
     assert down.returncode == 1 and "Error from server (InternalError)" in down.stderr, down
     assert "[-]etcd failed: reason withheld" in down.stderr
+
+
+def test_kubectl_creates_deletes_and_selects_manifests_by_label(etcd, cp, procs, tmp_path):
+    cluster = etcd.new(["a"])
+    port = start_apiserver(procs, cp, cluster)[1]
+    config = admin_kubeconfig(cp, str(tmp_path), port)
+
+    def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
+        return run("kubectl", "--kubeconfig", config, *args)
+
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    _write(str(manifests / "a.yaml"), "\n".join([
+        "apiVersion: v1", "kind: ConfigMap", "metadata:", "  name: kept", "  namespace: kube-system", "  labels:",
+        "    mode: EnsureExists", "data:", "  a: '1'", "---", "apiVersion: v1", "kind: ConfigMap", "metadata:",
+        "  name: applied", "  namespace: kube-system", "  labels:", "    mode: Reconcile", "data:", "  a: '1'", "---",
+        "apiVersion: rbac.authorization.k8s.io/v1", "kind: ClusterRole", "metadata:", "  name: plain", "rules: []",
+        ""]), 0o644)
+
+    # -l filters the manifests; nothing left to send is an error, as for real.
+    created = kubectl("create", "-f", str(manifests), "-l", "mode=EnsureExists")
+    assert created.returncode == 0 and created.stdout == "configmap/kept created\n", created
+    again = kubectl("create", "-f", str(manifests), "--selector", "mode in (EnsureExists)", "-o", "name")
+    assert again.returncode == 1 and again.stdout == "", again
+    assert again.stderr == ('Error from server (AlreadyExists): error when creating "%s": configmaps "kept" already '
+                            'exists\n' % (manifests / "a.yaml")), again.stderr
+    none = kubectl("create", "-f", str(manifests), "-l", "mode=Other")
+    assert none.returncode == 1 and none.stderr == "error: no objects passed to create\n", none
+    applied = kubectl("apply", "-f", str(manifests), "-R", "-l", "mode=Reconcile", "-o", "json")
+    assert applied.returncode == 0, applied
+    assert json.loads(applied.stdout)["metadata"]["name"] == "applied"
+    both = kubectl("apply", "-f", str(manifests), "-l", "mode", "-o", "json")
+    assert [i["metadata"]["name"] for i in json.loads(both.stdout)["items"]] == ["kept", "applied"], both
+    assert "missing the kubectl.kubernetes.io/last-applied-configuration annotation" in both.stderr
+    assert kubectl("apply", "-f", str(manifests), "-l", "!mode").stdout == \
+        "clusterrole.rbac.authorization.k8s.io/plain created\n"
+    assert kubectl("apply", "-f", str(manifests), "-l", "mode=Other").stderr == "error: no objects passed to apply\n"
+    # Flags whose effect the stand-in does not have are refused rather than ignored.
+    pruned = kubectl("apply", "-f", str(manifests), "--prune", "-l", "mode=Reconcile")
+    assert pruned.returncode == 1 and "--prune is not implemented by the lab stand-in" in pruned.stderr
+    edited = kubectl("create", "-f", str(manifests), "--edit")
+    assert edited.returncode == 1 and "--edit is not implemented by the lab stand-in" in edited.stderr
+    single = _write(str(tmp_path / "saved.json"), json.dumps({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "saved"}, "data": {"a": "1"}}), 0o644)
+    saved = json.loads(kubectl("create", "-f", single, "--save-config", "-n", "kube-system", "-o", "json").stdout)
+    assert json.loads(saved["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]) == {
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "saved", "namespace": "kube-system"},
+        "data": {"a": "1"}}
+    assert kubectl("apply", "-f", single, "-n", "kube-system").stdout == "configmap/saved unchanged\n"
+    assert kubectl("delete", "configmap", "saved", "-n", "kube-system", "-o", "name").stdout == "configmap/saved\n"
+
+    selected = kubectl("get", "configmaps", "-A", "-l", "mode notin (EnsureExists)", "-o", "name")
+    assert selected.stdout == "configmap/applied\n", selected
+    listed = json.loads(kubectl("get", "configmaps", "-A", "-l", "mode=Reconcile", "-o", "json").stdout)
+    assert [(i["kind"], i["metadata"]["namespace"]) for i in listed["items"]] == [("ConfigMap", "kube-system")]
+    bad = kubectl("get", "configmaps", "-A", "-l", "mode in EnsureExists")
+    assert bad.returncode == 1 and "Error from server (BadRequest): unable to parse requirement" in bad.stderr, bad
+
+    deleted = kubectl("delete", "configmap", "applied", "kept", "-n", "kube-system", "--wait=false")
+    assert deleted.returncode == 0 and deleted.stdout == 'configmap "applied" deleted\nconfigmap "kept" deleted\n'
+    gone = kubectl("delete", "configmap/applied", "-n", "kube-system")
+    assert gone.returncode == 1 and gone.stderr == 'Error from server (NotFound): configmaps "applied" not found\n'
+    assert kubectl("delete", "cm", "applied", "-n", "kube-system", "--ignore-not-found").returncode == 0
+    cluster_scoped = kubectl("delete", "clusterroles.rbac.authorization.k8s.io", "plain", "-n", "kube-system")
+    assert cluster_scoped.stdout == 'clusterrole.rbac.authorization.k8s.io "plain" deleted\n', cluster_scoped
+    assert kubectl("get", "configmaps", "-A", "-o", "name").stdout == ""
+    unsupported = kubectl("delete", "configmaps", "-l", "mode", "-n", "kube-system")
+    assert unsupported.returncode == 1 and "--selector is not implemented by the lab stand-in" in unsupported.stderr
+    assert kubectl("delete", "configmaps", "-n", "kube-system").stderr == \
+        "error: resource(s) were provided, but no name was specified\n"

@@ -29,7 +29,7 @@ from ansible_collections.kubeha.gce.plugins.module_utils._pki.material import (
 AUTHORITIES = {"cluster": "kubernetes", "etcd": "etcd-ca", "front_proxy": "front-proxy-ca"}
 #: Every leaf of a replica, in the order they are reported.
 LEAVES = ("etcd-peer", "etcd-server", "apiserver", "apiserver-etcd-client", "apiserver-kubelet-client",
-          "front-proxy-client", "controller-manager", "scheduler")
+          "front-proxy-client", "controller-manager", "scheduler", "addon-manager")
 #: Leaves a kubeconfig is made for: leaf -> kubeconfig user.
 KUBECONFIGS = {"controller-manager": "system:kube-controller-manager", "scheduler": "system:kube-scheduler"}
 
@@ -103,6 +103,9 @@ def leaf_specs(replica: ReplicaIdentity) -> dict[str, LeafSpec]:
         LeafSpec("front-proxy-client", "front_proxy", "front-proxy-client", (), (), (), ("client",)),
         LeafSpec("controller-manager", "cluster", "system:kube-controller-manager", (), (), (), ("client",)),
         LeafSpec("scheduler", "cluster", "system:kube-scheduler", (), (), (), ("client",)),
+        # The addon manager creates and deletes objects of any kind, and cannot grant that right to itself
+        # through RBAC before it has it: the system:masters group holds it from the start.
+        LeafSpec("addon-manager", "cluster", "system:kube-addon-manager", ("system:masters",), (), (), ("client",)),
     ]
     return {s.name: s for s in specs}
 

@@ -1095,6 +1095,65 @@ def resource_by_name(text: str) -> Resource | None:
     return None
 
 
+_SELECTOR_KEY = r"[A-Za-z0-9](?:[-A-Za-z0-9_./]*[A-Za-z0-9])?"
+_SELECTOR_TERMS = [
+    ("exists", re.compile(r"^(%s)$" % _SELECTOR_KEY)),
+    ("absent", re.compile(r"^!\s*(%s)$" % _SELECTOR_KEY)),
+    ("compare", re.compile(r"^(%s)\s*(==|!=|=)\s*([-A-Za-z0-9_.]*)$" % _SELECTOR_KEY)),
+    ("set", re.compile(r"^(%s)\s+(in|notin)\s+\(([^()]*)\)$" % _SELECTOR_KEY)),
+]
+
+
+def parse_label_selector(selector: str) -> list[tuple[str, str, str, tuple[str, ...]]]:
+    """A label selector as (operator, key, value, values) terms; ValueError for what Kubernetes refuses too."""
+    terms: list[tuple[str, str, str, tuple[str, ...]]] = []
+    parts, depth, current = [], 0, ""
+    for char in selector:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    for part in (p.strip() for p in parts):
+        if not part:
+            if selector.strip():
+                raise ValueError("unable to parse requirement: found '', expected: identifier")
+            continue
+        for kind, pattern in _SELECTOR_TERMS:
+            match = pattern.match(part)
+            if not match:
+                continue
+            if kind == "exists":
+                terms.append(("exists", match.group(1), "", ()))
+            elif kind == "absent":
+                terms.append(("!", match.group(1), "", ()))
+            elif kind == "compare":
+                operator = "!=" if match.group(2) == "!=" else "="
+                terms.append((operator, match.group(1), match.group(3), ()))
+            else:
+                values = tuple(v.strip() for v in match.group(3).split(",") if v.strip())
+                terms.append((match.group(2), match.group(1), "", values))
+            break
+        else:
+            raise ValueError("unable to parse requirement: %s" % json.dumps(part))
+    return terms
+
+
+def selector_matches(selector: str, labels: dict[str, str]) -> bool:
+    """Whether ``labels`` match a label selector (``a=b``, ``a==b``, ``a!=b``, ``a``, ``!a``, ``a in (b,c)``,
+    ``a notin (b)``)."""
+    for operator, key, value, values in parse_label_selector(selector):
+        if operator == "exists" and key not in labels or operator == "!" and key in labels:
+            return False
+        if operator == "=" and labels.get(key) != value or operator == "!=" and labels.get(key) == value:
+            return False
+        if operator == "in" and labels.get(key) not in values or operator == "notin" and labels.get(key) in values:
+            return False
+    return True
+
+
 def utc_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 

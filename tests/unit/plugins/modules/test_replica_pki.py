@@ -70,6 +70,24 @@ def test_issues_the_replica_set_with_the_designed_names(ca):
     assert "server: https://127.0.0.1:443" in result["kubeconfigs"]["controller-manager"]
 
 
+def test_the_addon_manager_is_a_system_masters_client_without_a_kubeconfig(ca):
+    result = run(ca=ca, replica=REPLICA, leaves=["addon-manager", "scheduler"])
+    leaf = result["leaves"]["addon-manager"]
+    assert leaf["authority"] == "cluster" and leaf["reissued"] is True and leaf["reason"] == "missing"
+    assert leaf["after"]["subject"] == "CN=system:kube-addon-manager,O=system:masters"
+    assert leaf["after"]["usages"] == ["client"] and leaf["after"]["dns_names"] == leaf["after"]["ip_addresses"] == []
+    cert = x509.load_pem_x509_certificate(leaf["cert"].encode())
+    assert material.signed_by(cert, x509.load_pem_x509_certificate(ca["cluster"]["cert"].encode()))
+    # The control_plane role writes its kubeconfig (naming the certificate files).
+    assert sorted(result["kubeconfigs"]) == ["scheduler"]
+    # A certificate of another identity given as the addon manager's is issued again.
+    wrong = {"addon-manager": current_of(result)["scheduler"]}
+    again = run(ca=ca, replica=REPLICA, leaves=["addon-manager"], current=wrong)
+    assert again["changed_leaves"] == ["addon-manager"]
+    assert again["leaves"]["addon-manager"]["reason"] == ("subject is CN=system:kube-scheduler, wanted "
+                                                          "CN=system:kube-addon-manager,O=system:masters")
+
+
 def test_rerun_with_current_certificates_is_a_no_op(ca):
     first = run(ca=ca, replica=REPLICA)
     again = run(ca=ca, replica=REPLICA, current=current_of(first), diff=True)
