@@ -228,14 +228,20 @@ def test_the_addon_manager_reports_failures_and_goes_on(cluster):
     assert answer.returncode == 2 and "--leader-lease must be NAMESPACE/NAME" in answer.stderr
 
 
+def start_service(cluster, procs, *args):
+    """The addon manager as its unit runs it, in a loop; its output goes to a log that ``procs`` keeps."""
+    log_path = os.path.join(cluster.directory, "kube-addon-manager.log")
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen([SCRIPT] + cluster.args(*args),  # pylint: disable=consider-using-with
+                                   stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    procs.started.append((process, log_path))
+    return process
+
+
 def test_the_addon_manager_runs_as_a_service_until_stopped(cluster, procs):
     cluster.addon("reconciled.yaml", configmap("reconciled", "Reconcile", {"a": "1"}))
     cluster.hold_lease("%s_1" % ME)
-    log_path = os.path.join(cluster.directory, "kube-addon-manager.log")
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen([SCRIPT] + cluster.args("--interval=0.5"),  # pylint: disable=consider-using-with
-                                   stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    procs.started.append((process, log_path))
+    process = start_service(cluster, procs, "--interval=0.5")
     wait_for(lambda: "reconciled" in cluster.configmaps(), 20, "the addon applied")
     cluster.delete("reconciled")
     deleted = time.monotonic()
@@ -253,11 +259,7 @@ def test_the_addon_manager_runs_as_a_service_until_stopped(cluster, procs):
 def test_a_standing_by_addon_manager_takes_over_soon_after_the_lease_moves_to_its_host(cluster, procs):
     cluster.addon("reconciled.yaml", configmap("reconciled", "Reconcile", {"a": "1"}))
     cluster.hold_lease("%s-elsewhere_1" % ME)
-    log_path = os.path.join(cluster.directory, "kube-addon-manager.log")
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen([SCRIPT] + cluster.args("--interval=60"),  # pylint: disable=consider-using-with
-                                   stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    procs.started.append((process, log_path))
+    process = start_service(cluster, procs, "--interval=60")
     wait_for(lambda: "standing by" in procs.log(process), 20, "the addon manager standing by")
     cluster.hold_lease("%s_2" % ME)
     moved = time.monotonic()

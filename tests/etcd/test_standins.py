@@ -521,13 +521,19 @@ def test_controller_manager_exits_when_it_loses_its_lease(etcd, cp, procs, tmp_p
     assert "failed to renew lease kube-system/kube-controller-manager" in log and '"leaderelection lost"' in log
 
 
-def test_kubectl_reads_raw_paths_and_applies_manifests(etcd, cp, procs, tmp_path):
+def kubectl_on_a_new_apiserver(etcd, cp, procs, tmp_path) -> tuple[t.Callable[..., subprocess.CompletedProcess[str]], t.Any]:
+    """kubectl with an admin kubeconfig for a stand-in kube-apiserver started on a new one-member etcd, and that etcd."""
     cluster = etcd.new(["a"])
     port = start_apiserver(procs, cp, cluster)[1]
     config = admin_kubeconfig(cp, str(tmp_path), port)
 
     def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
         return run("kubectl", "--kubeconfig", config, *args)
+    return kubectl, cluster
+
+
+def test_kubectl_reads_raw_paths_and_applies_manifests(etcd, cp, procs, tmp_path):
+    kubectl, cluster = kubectl_on_a_new_apiserver(etcd, cp, procs, tmp_path)
 
     ready = kubectl("get", "--raw", "/readyz")
     assert ready.returncode == 0 and ready.stdout == "ok", ready
@@ -583,12 +589,7 @@ def test_kubectl_reads_raw_paths_and_applies_manifests(etcd, cp, procs, tmp_path
 
 
 def test_kubectl_creates_deletes_and_selects_manifests_by_label(etcd, cp, procs, tmp_path):
-    cluster = etcd.new(["a"])
-    port = start_apiserver(procs, cp, cluster)[1]
-    config = admin_kubeconfig(cp, str(tmp_path), port)
-
-    def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
-        return run("kubectl", "--kubeconfig", config, *args)
+    kubectl = kubectl_on_a_new_apiserver(etcd, cp, procs, tmp_path)[0]
 
     manifests = tmp_path / "manifests"
     manifests.mkdir()
