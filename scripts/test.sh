@@ -25,6 +25,7 @@ STAGES=(
     lint
     build
     lab
+    molecule
 )
 
 log() { printf '[test] %s\n' "$*" >&2; }
@@ -97,6 +98,14 @@ EOF
         cp "$shim" "$cache_file"
         log "seeded $cache_file (pip $pip_version via ensurepip)"
     fi
+}
+
+# Copy stdin to stdout, each line prefixed with the seconds since the start.
+elapsed_lines() {
+    local start=$SECONDS line
+    while IFS= read -r line || [[ -n $line ]]; do
+        printf '[%4ds] %s\n' $((SECONDS - start)) "$line"
+    done
 }
 
 # Modules shipped by the collection, derived from plugins/modules/*.py.
@@ -200,6 +209,22 @@ stage_lab() {
     # the collection's modules run by ansible-playbook against the lab.
     cd "$REPO_ROOT/tests/lab"
     python -m pytest -p no:cacheprovider -ra tests
+}
+
+stage_molecule() {
+    # The molecule scenario of each public role (extensions/molecule) on a lab of its own, which
+    # the default scenario's create and destroy steps bring up and down; `lab enter` puts molecule
+    # in the lab's network namespace. The lab is taken down again even if molecule could not.
+    local state rc=0
+    state=$(mktemp -d /var/tmp/kubeha-molecule.XXXXXX)
+    export KUBEHA_LAB_STATE=$state KUBEHA_LAB_NS=kubeha-mol$$
+    export MOLECULE_EPHEMERAL_DIRECTORY=$state/molecule NO_COLOR=1 ANSIBLE_NOCOLOR=1
+    cd "$REPO_ROOT"
+    # Each line carries the seconds since the start, which time each scenario's steps.
+    tests/lab/lab enter -- molecule test --all 2>&1 | elapsed_lines || rc=$?
+    tests/lab/lab down >/dev/null || rc=$((rc ? rc : 1))
+    rm -rf "$state"
+    return "$rc"
 }
 
 # ---------------------------------------------------------------------------

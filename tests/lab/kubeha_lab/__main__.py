@@ -1,7 +1,7 @@
 # Copyright (c) kubeha.gce contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The lab's command line: ``tests/lab/lab up|down|status|env|exec -- CMD|shell|crash ZONE INSTANCE``.
+"""The lab's command line: ``tests/lab/lab up|down|status|env|exec -- CMD|enter -- CMD|shell|crash ZONE INSTANCE``.
 
 ``up`` creates the lab's network namespace, builds the machine image once,
 and starts the Compute API simulator in it on 127.0.0.1:8089 with the
@@ -9,7 +9,8 @@ metadata server on 169.254.169.254, a service-account key and an SSH key for
 playbooks; every RUNNING instance is a booted machine. ``exec`` and ``shell`` run commands inside that namespace with
 the environment a playbook needs (``env`` prints it). ``down`` stops what
 ``up`` started and removes the namespace; it is safe to run twice and after
-a crash.
+a crash. ``enter`` runs a command in the lab's network namespace before the
+lab is up, for tools that bring the lab up and down themselves (molecule).
 """
 
 from __future__ import annotations
@@ -81,11 +82,20 @@ def environment() -> dict[str, str]:
         "GCP_PROJECT": PROJECT,
         "KUBEHA_LAB_SSH_KEY": _path("ssh", "id_ed25519"),
         "KUBEHA_LAB_NS": namespace(),
+        "KUBEHA_LAB_STATE": state_dir(),
         # localhost with what the lifecycle roles need in the lab (see write_inventory).
         "ANSIBLE_INVENTORY": _path("inventory.json"),
         # The collection of this checkout, so kubeha.gce.* resolves without installing it.
         "ANSIBLE_COLLECTIONS_PATH": os.pathsep.join(p for p in (_path("collections"), os.environ.get("ANSIBLE_COLLECTIONS_PATH")) if p),
     }
+
+
+def _link_collection() -> None:
+    """Link this checkout as the kubeha.gce collection that ANSIBLE_COLLECTIONS_PATH (see environment) names."""
+    link = _path("collections", "ansible_collections", "kubeha", "gce")
+    if not os.path.islink(link):
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        os.symlink(REPO, link)
 
 
 def etcd_archive() -> str:
@@ -188,10 +198,7 @@ def up(args: argparse.Namespace) -> int:
         fd = os.open(_path("deployer.json"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(key, handle)
-    link = _path("collections", "ansible_collections", "kubeha", "gce")
-    if not os.path.islink(link):
-        os.makedirs(os.path.dirname(link), exist_ok=True)
-        os.symlink(REPO, link)
+    _link_collection()
     if not os.path.exists(_path("ssh", "id_ed25519")):
         os.makedirs(_path("ssh"), mode=0o700, exist_ok=True)
         _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kubeha-lab", "-f", _path("ssh", "id_ed25519")])
@@ -254,6 +261,32 @@ def execute(args: argparse.Namespace) -> int:
     return subprocess.call(_in_namespace(command), env=full_env)
 
 
+def enter(args: argparse.Namespace) -> int:
+    """Run a command in the lab's network namespace, made empty if missing, with the lab's environment.
+
+    Unlike ``exec`` the lab need not be up: the command may bring it up and down itself (``lab up``
+    inside adopts the namespace), as molecule's create and destroy steps do. Only the network
+    namespace is entered, not a private mount namespace (as ``ip netns exec`` makes), so that the
+    machines, mounts and loop devices ``up`` makes are the host's. A namespace this made and that
+    is still empty afterwards is removed.
+    """
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        print("usage: lab enter -- COMMAND [ARG...]", file=sys.stderr)
+        return 2
+    _link_collection()
+    made = not _namespace_exists()
+    if made:
+        _run(["ip", "netns", "add", namespace()])
+        _run(_in_namespace(["ip", "link", "set", "lo", "up"]))
+    full_env = dict(os.environ, **environment())
+    try:
+        return subprocess.call(["nsenter", "--net=/run/netns/%s" % namespace(), "--"] + command, env=full_env)
+    finally:
+        if made and _namespace_exists() and _pid("simulator") is None:
+            _run(["ip", "netns", "delete", namespace()], check=False)
+
+
 def crash(args: argparse.Namespace) -> int:
     """Crash an instance's machine without telling the API, as a hung or failed VM."""
     _control("POST", "zones/%s/instances/%s/crash" % (args.zone, args.instance), {})
@@ -280,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("exec", help="run a command inside the lab")
     run.add_argument("command", nargs=argparse.REMAINDER)
     run.set_defaults(func=execute)
+    inside = commands.add_parser("enter", help="run a command in the lab's network namespace, before the lab is up")
+    inside.add_argument("command", nargs=argparse.REMAINDER)
+    inside.set_defaults(func=enter)
     commands.add_parser("shell", help="a shell inside the lab").set_defaults(func=shell)
     broken = commands.add_parser("crash", help="crash an instance's machine (the API is not told)")
     broken.add_argument("zone")

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -30,6 +31,18 @@ def lab_env(tmp_path):
     yield env
     subprocess.run([LAB, "down"], env=env, capture_output=True, check=False, timeout=300)
     assert leftovers(env) == []
+
+
+REPORT_DIR = os.environ.get("KUBEHA_REPORT_DIR", "/var/tmp/kubeha-gce/reports")
+
+
+def save_report(name, report):
+    """Save a test's measurements as JSON under $KUBEHA_REPORT_DIR; returns the file's path."""
+    os.makedirs(REPORT_DIR, exist_ok=True)
+    path = os.path.join(REPORT_DIR, "%s-%s.json" % (name, time.strftime("%Y%m%dT%H%M%S")))
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=1)
+    return path
 
 
 def lab(env, *args, timeout=600, input_text=None):

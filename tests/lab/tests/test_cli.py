@@ -87,3 +87,24 @@ def test_forwarding_rule_balances_across_healthy_members_only(lab_env):
     # A client that kept connecting meanwhile: failures only until the health check took the member out.
     assert report["during_crash"]["failed_after_unhealthy"] == 0, json.dumps(report)
     print("load balancer during a member crash: %s" % report)
+
+
+def test_enter_runs_a_command_in_an_empty_lab_namespace_that_can_bring_the_lab_up(lab_env):
+    """``lab enter`` is how molecule runs: in the lab's namespace before the lab is up, bringing it up and down."""
+    script = ("ip -o link show | cut -d: -f2 | tr -d ' ' | sort | tr '\\n' ,; echo; "
+              "printenv KUBEHA_LAB_STATE; test -L \"$KUBEHA_LAB_STATE/collections/ansible_collections/kubeha/gce\"; "
+              "tests/lab/lab up --no-machines >/dev/null && python3 -c 'import urllib.request as u; "
+              "print(u.urlopen(\"http://127.0.0.1:8089/_lab/health\", timeout=10).status)' && tests/lab/lab down >/dev/null")
+    done = subprocess.run([LAB, "enter", "--", "sh", "-c", script], env=lab_env, capture_output=True, text=True,
+                          timeout=300, check=False, cwd=os.path.dirname(os.path.dirname(os.path.dirname(LAB))))
+    assert done.returncode == 0, done.stdout + done.stderr
+    links, state, health = done.stdout.split()[:3]
+    # Only the namespace's own loopback: no link to any other network.
+    assert links == "lo,"
+    assert state == lab_env["KUBEHA_LAB_STATE"]
+    # The simulator answered on the namespace's loopback, started from inside it.
+    assert health == "200"
+    assert leftovers(lab_env) == []
+    # Without a lab brought up, the namespace it made is gone afterwards.
+    assert subprocess.run([LAB, "enter", "--", "true"], env=lab_env, check=False, timeout=60).returncode == 0
+    assert leftovers(lab_env) == []

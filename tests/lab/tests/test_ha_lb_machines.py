@@ -13,15 +13,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 import pytest
 
-from labcli import LAB, lab
+from labcli import LAB, lab, save_report
 
 pytestmark = [pytest.mark.machines, pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")]
 
-REPORT_DIR = os.environ.get("KUBEHA_REPORT_DIR", "/var/tmp/kubeha-gce/reports")
 MEMBERS = {"k-master", "k-master-c"}
 
 
@@ -44,10 +42,7 @@ def test_reserved_ip_reaches_a_live_replica_through_every_transition(lab_env, ca
     done = lab(lab_env, "exec", "--", sys.executable, scenario, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    os.makedirs(REPORT_DIR, exist_ok=True)
-    path = os.path.join(REPORT_DIR, "ha_lb-%s.json" % time.strftime("%Y%m%dT%H%M%S"))
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=1)
+    path = save_report("ha_lb", report)
     with capsys.disabled():
         print("\n" + table(report) + "\n(saved to %s)" % path)
 

@@ -7,6 +7,7 @@ Each playbook runs as a user runs it (``tests/lab/lab exec -- ansible-playbook p
 its re-run must report changed=0. Each preflight rule is tried with a bad request, which must fail with
 the rule's message and leave the simulator's resources and the etcd membership as they were. A
 background writer puts a key into etcd every 200 ms throughout; its failed writes are reported per step.
+The first replicate is killed in the middle of a membership change; the next run must finish it.
 """
 
 from __future__ import annotations
@@ -14,17 +15,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import subprocess
 import sys
 import time
 
 import pytest
 
-from labcli import control, lab
+from labcli import LAB, control, lab, save_report
 
 pytestmark = [pytest.mark.machines, pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")]
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-REPORT_DIR = os.environ.get("KUBEHA_REPORT_DIR", "/var/tmp/kubeha-gce/reports")
 CLUSTER = "k"
 
 # Inside the lab: GET a URL over TLS checked against a CA.
@@ -50,7 +52,8 @@ class Lifecycle:
         self.writer = None
         self.writer_log = tmp_path / "writes.jsonl"
 
-    def playbook(self, name, *extra, env_unset=()):
+    def command(self, name, *extra, env_unset=()):
+        """``tests/lab/lab`` arguments that run playbook ``name`` as a user runs it."""
         command = ["exec", "--"]
         if env_unset:
             command += ["env"] + ["-u%s" % n for n in env_unset]
@@ -58,7 +61,35 @@ class Lifecycle:
                     "-e", "kubeha_ca_cert_file=%s" % (self.tmp / "ca.crt")]
         for item in extra:
             command += ["-e", item]
-        return lab(self.env, *command, timeout=1800)
+        return command
+
+    def playbook(self, name, *extra, env_unset=()):
+        return lab(self.env, *self.command(name, *extra, env_unset=env_unset), timeout=1800)
+
+    def replica_vm(self, name, zone, state):
+        """A VM of the cluster made or deleted with gce_master_replica alone: no etcd, no control plane."""
+        done = lab(self.env, "exec", "--", "ansible", "localhost", "-m", "kubeha.gce.gce_master_replica", "-a",
+                   json.dumps({"cluster_name": CLUSTER, "name": name, "zone": zone, "state": state}), timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+
+    def interrupted(self, title, name, until, *extra):
+        """Start a playbook and kill it, every process of it at once (SIGKILL), as soon as ``until()`` holds."""
+        started = time.time()
+        with open(self.tmp / "interrupted.log", "w", encoding="utf-8") as log:
+            process = subprocess.Popen([LAB] + self.command(name, *extra), env=self.env, stdout=log,  # pylint: disable=consider-using-with
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            killed = False
+            while process.poll() is None and time.time() - started < 1800:
+                if until():
+                    os.killpg(process.pid, signal.SIGKILL)
+                    killed = True
+                    break
+                time.sleep(0.5)
+            process.wait()
+        assert killed, "%s: the run ended (exit %s) before it could be stopped:\n%s" % (
+            title, process.returncode, (self.tmp / "interrupted.log").read_text()[-3000:])
+        self.steps.append({"step": title, "playbook": name, "args": list(extra), "wall_s": round(time.time() - started, 1),
+                           "changed": None, "killed": True, "started": started, "ended": time.time()})
 
     def step(self, title, name, *extra, expect_changed=None):
         started = time.time()
@@ -202,7 +233,8 @@ def table(report):
              "%-46s %8s %8s %8s %8s" % ("step", "wall s", "changed", "writes", "failed")]
     for step in report["steps"]:
         if "wall_s" in step:
-            lines.append("%-46s %8.1f %8d %8d %8d" % (step["step"][:46], step["wall_s"], step["changed"],
+            lines.append("%-46s %8.1f %8s %8d %8d" % (step["step"][:46], step["wall_s"],
+                                                      "killed" if step.get("killed") else step["changed"],
                                                       step.get("writes", 0), step.get("failed_writes", 0)))
         else:
             lines.append("%-46s %s" % (step["step"][:46], "refused, nothing changed"))
@@ -248,7 +280,12 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
                  "zone=europe-west1-b,europe-west1-c")
 
     # -- replicate into two zones: the load balancer takes the reserved address on the second -------
-    life.step("replicate into europe-west1-c, europe-west1-d", "replicate", "zone=europe-west1-c,europe-west1-d")
+    # The first run is killed in the middle of a membership change, once k-master-c is an etcd learner;
+    # the next run must finish it (and add k-master-d).
+    life.interrupted("replicate, killed while k-master-c is a learner", "replicate",
+                     lambda: any(m[3] for m in life.members() or []), "zone=europe-west1-c,europe-west1-d")
+    assert [m for m in life.members() if m[3]], "the run was not stopped during the membership change"
+    life.step("replicate again, finishing the killed run", "replicate", "zone=europe-west1-c,europe-west1-d")
     members = life.members()
     assert sorted(m[1] for m in members) == ["k-master", "k-master-c", "k-master-d"] and not any(m[3] for m in members)
     assert all(url.startswith("https://") for m in members for url in m[2])
@@ -258,7 +295,6 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     assert life.instance("k-master")["nat_ip"] != life.address()
     ready = life.readyz()
     assert ready["status"] == 200, ready
-    life.step("replicate again", "replicate", "zone=europe-west1-c,europe-west1-d", expect_changed=0)
 
     # -- a replica crashes: membership changes wait; recover it with its data disk ---------------
     before = {m[1]: m[0] for m in life.members()}
@@ -281,6 +317,9 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
                  "zone=europe-west1-b", "replica_name=k-master-x")
     life.step("remove k-master-d", "remove", "zone=europe-west1-d")
     life.step("remove k-master-c", "remove", "zone=europe-west1-c")
+    life.refused("remove k-master-c again", "remove", "the cluster has no replica in zone europe-west1-c",
+                 "zone=europe-west1-c")
+    life.step("remove k-master-c again, absent_ok", "remove", "zone=europe-west1-c", "absent_ok=true", expect_changed=0)
     assert [m[1] for m in life.members()] == ["k-master"]
     assert life.network()["forwarding_rules"] == []
     assert life.instance("k-master")["nat_ip"] == life.address()
@@ -295,12 +334,16 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     status = life.step("status", "status", "zone=europe-west1-b", expect_changed=0)
     assert "LOAD BALANCER: single" in status.stdout and "k-master" in status.stdout, status.stdout[-3000:]
 
+    # -- a zone with two replicas is ambiguous: a second VM of the cluster in europe-west1-b --------
+    life.replica_vm("k-master-b2", "europe-west1-b", "present")
+    life.refused("remove: a zone with two replicas", "remove",
+                 "zone europe-west1-b holds 2 replicas (k-master, k-master-b2): set replica_name to say which one",
+                 "zone=europe-west1-b")
+    life.replica_vm("k-master-b2", "europe-west1-b", "absent")
+
     life.stop_writer()
     report = life.report()
-    os.makedirs(REPORT_DIR, exist_ok=True)
-    path = os.path.join(REPORT_DIR, "lifecycle-%s.json" % time.strftime("%Y%m%dT%H%M%S"))
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=1)
+    path = save_report("lifecycle", report)
     with capsys.disabled():
         print("\n" + table(report) + "\n(saved to %s)" % path)
     # The writer wrote all along, and etcd took writes again after every step.
