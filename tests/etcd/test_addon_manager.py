@@ -243,6 +243,8 @@ def test_the_addon_manager_runs_as_a_service_until_stopped(cluster, procs):
     cluster.hold_lease("%s_1" % ME)
     process = start_service(cluster, procs, "--interval=0.5")
     wait_for(lambda: "reconciled" in cluster.configmaps(), 20, "the addon applied")
+    # Delete it once that pass is over, so that a later pass (not this one) puts it back.
+    wait_for(lambda: "reconciled configmap kube-system/reconciled\n" in procs.log(process), 20, "the first pass over")
     cluster.delete("reconciled")
     deleted = time.monotonic()
     wait_for(lambda: "reconciled" in cluster.configmaps(), 20, "the addon applied again")
