@@ -107,19 +107,28 @@ def wait(compute: t.Any, op: dict[str, t.Any]) -> dict[str, t.Any]:
     return compute.globalOperations().wait(project=PROJECT, operation=name).execute()
 
 
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+
+
+def collection_and_key(lab: Lab, tmp_path: t.Any, account: str) -> t.Any:
+    """Link this checkout as the kubeha.gce collection under tmp_path/collections, and write a
+    service-account key the lab issued for ``account`` (mode 0600); return the key file's path."""
+    root = tmp_path / "collections" / "ansible_collections" / "kubeha"
+    root.mkdir(parents=True)
+    (root / "gce").symlink_to(REPO)
+    key = tmp_path / ("%s.json" % account)
+    key.write_text(json.dumps(lab.new_key(account)))
+    key.chmod(0o600)
+    return key
+
+
 class ModuleProcess:
     """Runs one of the collection's modules as a separate process, as Ansible does, with the lab's credentials."""
 
     def __init__(self, lab: Lab, tmp_path: t.Any, module: str, defaults: dict[str, t.Any] | None = None) -> None:
-        repo = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-        root = tmp_path / "collections" / "ansible_collections" / "kubeha"
-        root.mkdir(parents=True)
-        (root / "gce").symlink_to(repo)
-        key = tmp_path / "key.json"
-        key.write_text(json.dumps(lab.new_key("deployer")))
-        key.chmod(0o600)
+        key = collection_and_key(lab, tmp_path, "deployer")
         self.name = module
-        self.path = os.path.join(repo, "plugins", "modules", "%s.py" % module)
+        self.path = os.path.join(REPO, "plugins", "modules", "%s.py" % module)
         self.defaults = dict(defaults or {})
         self.tmp = tmp_path
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("GCP_", "GCE_", "ANSIBLE_"))}

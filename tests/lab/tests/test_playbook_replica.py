@@ -13,22 +13,16 @@ import typing as t
 
 import pytest
 
-from conftest import PROJECT, ZONE
+from conftest import PROJECT, ZONE, collection_and_key
 
 pytestmark = pytest.mark.playbook
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 
 
 @pytest.fixture
 def ansible(lab, tmp_path):
     """Run one task of the collection with ansible-playbook; return its result."""
-    collections = tmp_path / "collections" / "ansible_collections" / "kubeha"
-    collections.mkdir(parents=True)
-    (collections / "gce").symlink_to(REPO)
-    key_file = tmp_path / "gce.json"
-    key_file.write_text(json.dumps(lab.new_key("awx")))
-    key_file.chmod(0o600)
+    key_file = collection_and_key(lab, tmp_path, "awx")
     env = dict(os.environ)
     for name in [n for n in env if n.startswith(("GCP_", "GCE_", "ANSIBLE_"))]:
         env.pop(name)
