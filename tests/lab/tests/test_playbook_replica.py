@@ -18,7 +18,6 @@ from conftest import PROJECT, ZONE, collection_and_key
 pytestmark = pytest.mark.playbook
 
 
-
 @pytest.fixture
 def ansible(lab, tmp_path):
     """Run one task of the collection with ansible-playbook; return its result."""
