@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -46,8 +47,17 @@ def save_report(name, report):
 
 
 def lab(env, *args, timeout=600, input_text=None):
-    return subprocess.run([LAB] + list(args), env=env, capture_output=True, text=True, timeout=timeout, check=False,
-                          input=input_text)
+    """Run the lab's command line. On a timeout every process it started is killed (it runs in a session
+    of its own), so nothing is left behind to hold the lab, and subprocess.TimeoutExpired is raised."""
+    with subprocess.Popen([LAB] + list(args), env=env, stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True) as process:
+        try:
+            stdout, stderr = process.communicate(input_text, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def control(env, method, path, body=None):

@@ -134,12 +134,18 @@ class Lifecycle:
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout.strip().splitlines()[-1])
 
+    def ssh_command(self, name, command):
+        """``ssh`` to a replica's external IP as it is now (as the collection does). The IP can move while
+        a playbook runs (the reserved address goes to the load balancer, which forwards only the API
+        port), so connecting and a silent connection both give up after seconds instead of hanging."""
+        return ["exec", "--", "ssh", "-i", os.path.join(self.env["KUBEHA_LAB_STATE"], "ssh", "id_ed25519"),
+                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5",
+                "-o", "ServerAliveCountMax=3", "kubeha@%s" % self.instance(name)["nat_ip"], command]
+
     def ssh(self, command, name="k-master", check=True):
-        """Run ``command`` on a replica over SSH through its external IP (as the collection does)."""
-        ip = self.instance(name)["nat_ip"]
-        done = lab(self.env, "exec", "--", "ssh", "-i", os.path.join(self.env["KUBEHA_LAB_STATE"], "ssh", "id_ed25519"),
-                   "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                   "-o", "BatchMode=yes", "kubeha@%s" % ip, command, timeout=120)
+        """Run ``command`` on a replica over SSH."""
+        done = lab(self.env, *self.ssh_command(name, command), timeout=120)
         if check:
             assert done.returncode == 0, "%s on %s: %s" % (command, name, done.stderr)
         return done
@@ -166,9 +172,7 @@ class Lifecycle:
         script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kubeha_lab", "etcdwriter.py")
         with open(script, encoding="utf-8") as handle:
             body = handle.read()
-        put = lab(self.env, "exec", "--", "ssh", "-i", os.path.join(self.env["KUBEHA_LAB_STATE"], "ssh", "id_ed25519"),
-                  "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                  "kubeha@%s" % self.instance("k-master")["nat_ip"], "cat > /tmp/etcdwriter.py", input_text=body)
+        put = lab(self.env, *self.ssh_command("k-master", "cat > /tmp/etcdwriter.py"), input_text=body)
         assert put.returncode == 0, put.stderr
         started = self.ssh("sudo sh -c 'nohup python3 /tmp/etcdwriter.py --endpoint https://127.0.0.1:2379 "
                            "--ca /etc/kubernetes/pki/etcd/ca.crt --cert /etc/kubernetes/pki/apiserver-etcd-client.crt "
