@@ -67,10 +67,10 @@ class Lifecycle:
     def playbook(self, name, *extra, env_unset=()):
         return lab(self.env, *self.command(name, *extra, env_unset=env_unset), timeout=1800)
 
-    def replica_vm(self, name, zone, state):
+    def replica_vm(self, name, zone, state, **options):
         """A VM of the cluster made or deleted with gce_master_replica alone: no etcd, no control plane."""
         done = lab(self.env, "exec", "--", "ansible", "localhost", "-m", "kubeha.gce.gce_master_replica", "-a",
-                   json.dumps({"cluster_name": CLUSTER, "name": name, "zone": zone, "state": state}), timeout=600)
+                   json.dumps(dict(options, cluster_name=CLUSTER, name=name, zone=zone, state=state)), timeout=600)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
 
     def interrupted(self, title, name, until, *extra):
@@ -103,6 +103,15 @@ class Lifecycle:
         if expect_changed == 0:
             assert counts["changed"] == 0, "%s changed something:\n%s" % (title, changed_tasks(run))
         return run
+
+    def stopped(self, title, name, message, *extra):
+        """A run that must stop midway with ``message``, before it changes the etcd membership."""
+        members = self.members()
+        run = self.playbook(name, *extra)
+        assert run.returncode != 0, "%s did not stop" % title
+        assert message in run.stdout, "%s: %r not in\n%s" % (title, message, failure(run))
+        assert self.members() == members, title
+        self.steps.append({"step": title, "playbook": name, "args": list(extra), "stopped": message})
 
     def refused(self, title, name, message, *extra, env_unset=()):
         """A bad request: fails with ``message`` and changes neither the resources nor the etcd membership."""
@@ -241,6 +250,8 @@ def table(report):
             lines.append("%-46s %8.1f %8s %8d %8d" % (step["step"][:46], step["wall_s"],
                                                       "killed" if step.get("killed") else step["changed"],
                                                       step.get("writes", 0), step.get("failed_writes", 0)))
+        elif "stopped" in step:
+            lines.append("%-46s %s" % (step["step"][:46], "stopped, etcd unchanged"))
         else:
             lines.append("%-46s %s" % (step["step"][:46], "refused, nothing changed"))
     lines.append("writes: %d, failed: %d" % (report["writes"], report["failed_writes"]))
@@ -319,8 +330,12 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     assert after == before, "the member keeps its identity when its disk is reused"
     life.step("recover again (healthy: nothing to do)", "recover", "zone=europe-west1-c", expect_changed=0)
 
-    # -- another crashes: replace it with a new member ------------------------------------------
-    control(life.env, "POST", "zones/europe-west1-d/instances/k-master-d/crash")
+    # -- another is lost, VM and data disk: replace it with a new member -------------------------
+    # recover's auto mode reuses the disk while the member is listed: the new disk is blank, so it stops before
+    # etcd is touched (a member must not come back without its data); replace is the way.
+    life.replica_vm("k-master-d", "europe-west1-d", "absent", delete_data_disk=True)
+    life.stopped("recover k-master-d, its disk lost, in auto mode", "recover",
+                 "the data disk of k-master-d holds no etcd data", "zone=europe-west1-d", "replica_name=k-master-d")
     life.step("recover k-master-d as a new member", "recover", "zone=europe-west1-d", "recover_mode=replace")
     replaced = {m[1]: m[0] for m in life.members()}
     assert set(replaced) == {"k-master", "k-master-c", "k-master-d"} and replaced["k-master-d"] != before["k-master-d"]
