@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import ssl
@@ -105,10 +106,37 @@ def post(url: str, path: str, body: dict[str, t.Any], context: ssl.SSLContext, t
         return json.loads(answer.read() or b"{}")
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as handle:
+            return int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+    """A port on HOST that nothing listens on, for a server started later.
+
+    Taken below the kernel's ephemeral range, so that no outgoing connection (of a test, etcd or a module) is
+    given it before the server binds it, and never handed out twice by this process, so that two servers
+    started one after the other cannot be given the same one.
+    """
+    low = 20000
+    high = max(low + 1000, _ephemeral_low())
+    for port in random.sample(range(low, high), 200):
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind((HOST, port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("no free port on %s between %d and %d" % (HOST, low, high))
 
 
 # -- processes ---------------------------------------------------------------------------------

@@ -325,7 +325,7 @@ def test_leader_is_removed_after_leadership_moved_while_writes_continue(three):
     assert three.leader_name(others[0]) == result["leader"]["name"]
     REPORT.append("etcd_member removed the leader %s after moving leadership to %s: %s"
                   % (leader, result["leader"]["name"], summary))
-    assert gap < 3.0 + 1.0  # at most one write hangs until its client timeout
+    assert gap < 3.0 + 2.0  # at most one write hangs until its client timeout, plus 2 s for a loaded host
     assert ok(run_module("etcd_member", remove))["changed"] is False
 
 

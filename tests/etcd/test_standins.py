@@ -482,8 +482,9 @@ def test_scheduler_standins_elect_one_leader_and_fail_over(etcd, cp, procs, tmp_
     took = time.monotonic() - killed
     REPORT.append("kube-scheduler stand-in: new leader %.1fs after SIGKILL (lease 3s, retry 0.5s)" % took)
     # As with client-go: the candidate sees the last renewal up to one jittered retry period (0.5s * 2.2) late,
-    # waits the lease duration from then, and tries again up to one jittered retry period later.
-    assert took <= 3 + 2 * 0.5 * 2.2 + 1
+    # waits the lease duration from then, and tries again up to one jittered retry period later; 3 s more for
+    # a loaded 2-core host (reading the lease to see the new holder is part of what is timed).
+    assert took <= 3 + 2 * 0.5 * 2.2 + 3
     assert "successfully acquired lease kube-system/kube-scheduler" in procs.log(other)
     spec = read_lease(port, cp, "kube-scheduler")["spec"]
     assert spec["holderIdentity"] == second and spec["leaseTransitions"] == 1

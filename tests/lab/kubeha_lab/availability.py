@@ -10,6 +10,14 @@ measures reachability, not trust), reads what the server says first, and
 records when it got an answer and from whom. A window is a stretch of time in
 which every attempt failed, from the last success before it to the first
 success after it.
+
+Attempts start on a fixed schedule and run side by side, each with its own
+``timeout``: a slow or failing attempt does not delay the next one, so the
+resolution of a window is ``interval`` whatever the timeout. That lets the
+timeout be generous (seconds): an attempt fails because nothing answered it —
+a refusal, a reset, a connection routed where nothing listens — and not
+because a loaded host took a few hundred milliseconds longer for a handshake.
+Each attempt also records how long it took, for the report.
 """
 
 from __future__ import annotations
@@ -22,13 +30,14 @@ import typing as t
 
 
 class Attempt(t.NamedTuple):
-    at: float  # monotonic seconds
+    at: float  # monotonic seconds, when the attempt started
     ok: bool
     answer: str  # what the server said (for example a backend's hostname), or the error
+    took: float = 0.0  # seconds until the answer or the error
 
 
 class Poller:
-    def __init__(self, host: str, port: int, interval: float = 0.05, timeout: float = 0.5, tls: bool = False,
+    def __init__(self, host: str, port: int, interval: float = 0.05, timeout: float = 3.0, tls: bool = False,
                  request: bytes = b"") -> None:
         self.host = host
         self.port = port
@@ -36,9 +45,17 @@ class Poller:
         self.timeout = timeout
         self.tls = tls
         self.request = request
-        self.attempts: list[Attempt] = []
+        self._done: list[Attempt] = []
+        self._lock = threading.Lock()
+        self._running: list[threading.Thread] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="poller-%s:%d" % (host, port), daemon=True)
+
+    @property
+    def attempts(self) -> list[Attempt]:
+        """Every finished attempt, in the order they started."""
+        with self._lock:
+            return sorted(self._done)
 
     def __enter__(self) -> "Poller":
         self.start()
@@ -51,11 +68,20 @@ class Poller:
         self._thread.start()
 
     def stop(self) -> None:
+        """Start no more attempts and wait for those under way (each ends by its timeout)."""
         self._stop.set()
-        self._thread.join(timeout=self.timeout + self.interval + 5)
+        self._thread.join(timeout=self.timeout + self.interval + 10)
 
     def once(self) -> Attempt:
+        """One attempt; connecting, the handshake and the answer together take at most ``timeout``."""
         started = time.monotonic()
+
+        def left() -> float:
+            remaining = started + self.timeout - time.monotonic()
+            if remaining <= 0:
+                raise socket.timeout("timed out: no answer within %.1fs" % self.timeout)
+            return remaining
+
         try:
             with socket.create_connection((self.host, self.port), timeout=self.timeout) as raw:
                 conn: t.Any = raw
@@ -63,22 +89,37 @@ class Poller:
                     context = ssl.create_default_context()
                     context.check_hostname = False
                     context.verify_mode = ssl.CERT_NONE
+                    raw.settimeout(left())
                     conn = context.wrap_socket(raw, server_hostname=self.host)
                 if self.request:
+                    conn.settimeout(left())
                     conn.sendall(self.request)
+                conn.settimeout(left())
                 data = conn.recv(256)
+            took = time.monotonic() - started
             if not data:
-                return Attempt(started, False, "closed without an answer")
+                return Attempt(started, False, "closed without an answer", took)
             text = data.decode(errors="replace")
-            return Attempt(started, True, text.split("\r\n\r\n", 1)[-1].strip()[:64])
+            return Attempt(started, True, text.split("\r\n\r\n", 1)[-1].strip()[:64], took)
         except (OSError, ssl.SSLError) as exc:
-            return Attempt(started, False, "%s: %s" % (type(exc).__name__, exc))
+            return Attempt(started, False, "%s: %s" % (type(exc).__name__, exc), time.monotonic() - started)
+
+    def _record(self) -> None:
+        attempt = self.once()
+        with self._lock:
+            self._done.append(attempt)
 
     def _run(self) -> None:
+        next_at = time.monotonic()
         while not self._stop.is_set():
-            attempt = self.once()
-            self.attempts.append(attempt)
-            self._stop.wait(max(0.0, self.interval - (time.monotonic() - attempt.at)))
+            worker = threading.Thread(target=self._record, name="attempt", daemon=True)
+            worker.start()
+            self._running = [w for w in self._running if w.is_alive()] + [worker]
+            next_at += self.interval
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+        deadline = time.monotonic() + self.timeout + 5
+        for worker in self._running:
+            worker.join(timeout=max(0.0, deadline - time.monotonic()))
 
     # -- what was seen -------------------------------------------------------------------------------
     def windows(self) -> list[tuple[float, float]]:
@@ -86,7 +127,8 @@ class Poller:
         found = []
         last_ok: float | None = None
         failing = False
-        for attempt in self.attempts:
+        attempts = self.attempts
+        for attempt in attempts:
             if attempt.ok:
                 if failing and last_ok is not None:
                     found.append((last_ok, attempt.at - last_ok))
@@ -94,8 +136,8 @@ class Poller:
                 last_ok = attempt.at
             else:
                 failing = True
-        if failing and last_ok is not None and self.attempts:
-            found.append((last_ok, self.attempts[-1].at - last_ok))
+        if failing and last_ok is not None:
+            found.append((last_ok, attempts[-1].at - last_ok))
         return found
 
     def longest_window(self) -> float:
@@ -110,7 +152,13 @@ class Poller:
                 counts[attempt.answer] = counts.get(attempt.answer, 0) + 1
         return counts
 
+    def failed(self, since: float = 0.0, until: float = float("inf")) -> list[Attempt]:
+        """The failed attempts that started between ``since`` and ``until``."""
+        return [a for a in self.attempts if not a.ok and since <= a.at < until]
+
     def report(self) -> dict[str, t.Any]:
-        return {"attempts": len(self.attempts), "failed": sum(1 for a in self.attempts if not a.ok),
+        attempts = self.attempts
+        return {"attempts": len(attempts), "failed": len(self.failed()),
                 "longest_window_s": round(self.longest_window(), 3), "windows": len(self.windows()),
+                "slowest_answer_s": round(max((a.took for a in attempts if a.ok), default=0.0), 3),
                 "served_by": self.served_by()}

@@ -950,6 +950,9 @@ class TlsServer(http.server.ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    # Go's net.Listen asks for the kernel's somaxconn; socketserver's default of 5 would drop SYNs whenever
+    # the accept loop falls behind on a busy host, which kube-apiserver does not.
+    request_queue_size = 4096
 
     def __init__(self, address: tuple[str, int], handler: t.Any, tls: ServingCert | None) -> None:
         host = address[0] or "0.0.0.0"

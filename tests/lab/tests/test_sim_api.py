@@ -208,12 +208,16 @@ def test_fingerprints_guard_metadata_labels_and_tags(compute):
 
 
 def test_operations_move_from_pending_to_done_and_wait_blocks(lab, compute):
-    lab.control("PUT", "timing", {"pending": 0.3, "running": 0.6})
+    # Phases of seconds, so that a loaded host answering in a few hundred milliseconds still sees each one.
+    lab.control("PUT", "timing", {"pending": 1.0, "running": 2.0})
     op = compute.disks().insert(project=PROJECT, zone=ZONE, body={"name": "slow", "type": DISK_TYPE}).execute()
     assert op["status"] == "PENDING" and op["operationType"] == "insert"
     assert op["targetLink"].endswith("/zones/europe-west1-b/disks/slow")
-    time.sleep(0.5)
-    assert compute.zoneOperations().get(project=PROJECT, zone=ZONE, operation=op["name"]).execute()["status"] == "RUNNING"
+    seen = ["PENDING"]
+    while seen[-1] == "PENDING":
+        time.sleep(0.05)
+        seen.append(compute.zoneOperations().get(project=PROJECT, zone=ZONE, operation=op["name"]).execute()["status"])
+    assert seen[-1] == "RUNNING", seen
     started = time.monotonic()
     done = compute.zoneOperations().wait(project=PROJECT, zone=ZONE, operation=op["name"]).execute()
     assert done["status"] == "DONE" and time.monotonic() - started > 0.1

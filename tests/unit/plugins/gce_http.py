@@ -274,11 +274,15 @@ AUTH = {"auth_kind": "accesstoken", "access_token": "token-for-tests", "project"
 
 @contextlib.contextmanager
 def fake_gce(responses: list[tuple[dict[str, str], str]]) -> t.Iterator[GceHttp]:
-    """Serve ``responses`` to whatever connects to GCE in the block, with a fake clock."""
+    """Serve ``responses`` to whatever connects to GCE in the block, with a fake clock.
+
+    Every answer must be asked for: one left over means the code made fewer calls than the test says.
+    """
     http = GceHttp(responses)
     with mock.patch.object(auth_module, "authorized_http", return_value=http), \
             mock.patch.object(api_module, "CLOCK", FakeClock()):
         yield http
+    assert http.done(), "%d canned answers were never asked for; the calls made: %s" % (len(http._iterable), http.names)
 
 
 def run_module(main: t.Callable[[], None], args: dict[str, t.Any], http: GceHttp | None = None,

@@ -197,18 +197,19 @@ class MachineBackend(Backend):
                           "ports": ports, "backends": backends})
         return {"instances": instances, "firewalls": network.get("firewalls") or [], "forwarding_rules": rules}
 
-    def _healthy(self, check: t.Mapping[str, t.Any], member: t.Mapping[str, t.Any]) -> bool:
+    def _healthy(self, check: t.Mapping[str, t.Any], member: t.Mapping[str, t.Any], field: str = "healthy") -> bool:
         """With a health check, what its probes found (as on GCE, a crash shows only once probes fail);
-        without one, every member whose machine runs."""
+        without one, every member whose machine runs. ``field`` "reported" is what the API says: it follows
+        "healthy" once the forwarding rules have been changed for it."""
         link = member["selfLink"]
         if not check:
             return link not in self.dead and link not in self.cut
         with self.lock:
             state = self.health.get((check.get("selfLink", ""), link))
-        return bool(state and state["healthy"])
+        return bool(state and state[field])
 
     def healthy(self, instance: t.Mapping[str, t.Any], check: t.Mapping[str, t.Any]) -> bool:
-        return instance.get("status") == "RUNNING" and self._healthy(check, instance)
+        return instance.get("status") == "RUNNING" and self._healthy(check, instance, "reported")
 
     def _check_health(self) -> None:
         while not self.stopping.wait(0.5):
@@ -226,7 +227,8 @@ class MachineBackend(Backend):
                     pair = (check["selfLink"], member["selfLink"])
                     seen.add(pair)
                     with self.lock:
-                        state = self.health.setdefault(pair, {"healthy": False, "streak": 0, "next": now})
+                        state = self.health.setdefault(pair, {"healthy": False, "reported": False, "streak": 0,
+                                                              "next": now})
                         if state["next"] > now:
                             continue
                         state["next"] = now + float(check.get("checkIntervalSec", 5))
@@ -242,7 +244,11 @@ class MachineBackend(Backend):
                             state.update(healthy=passed, streak=0)
                     if flipped:
                         # At once, not after the other members' probes: a dead member's probe takes its timeout.
+                        # The API reports the new state only once the forwarding rules follow it, so a client
+                        # that was told a member is UNHEALTHY sends it no more connections.
                         self.network_changed(self.view())
+                        with self.lock:
+                            state["reported"] = passed
             with self.lock:
                 for pair in [p for p in self.health if p not in seen]:
                     self.health.pop(pair)

@@ -255,6 +255,7 @@ class Handler(BaseHTTPRequestHandler):
 
 class LabServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # GCE does not drop a client's SYN because its accept loop is busy
 
     def __init__(self, address: tuple[str, int], sim: Simulator) -> None:
         super().__init__(address, Handler)

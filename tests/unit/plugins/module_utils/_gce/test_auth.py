@@ -135,6 +135,7 @@ def test_service_account_key_is_exchanged_for_a_token_and_used(key):
     api_uri, headers = http.request_sequence[1][0], http.request_sequence[1][3]
     assert api_uri.startswith("https://compute.googleapis.com/compute/v1/projects/key-project/zones/europe-west1-b")
     assert headers["authorization"] == "Bearer ya29.lab"
+    assert not http._iterable  # both canned answers were asked for
 
 
 def test_refused_credentials_fail_with_a_clear_message(key):
@@ -149,3 +150,4 @@ def test_refused_credentials_fail_with_a_clear_message(key):
         api.call("zones", "get", zone="europe-west1-b")
     assert str(caught.value).startswith("the credentials were refused by the token endpoint")
     assert "Invalid JWT Signature" in str(caught.value)
+    assert not http._iterable
