@@ -270,14 +270,15 @@ def test_rate_limited_call_is_retried_then_succeeds():
     assert http.names == ["instances.get"] * 3 + ["disks.get"]
 
 
-def test_retry_deadline_exceeded_fails_clearly():
-    with fake_gce([error(503, "backendError", "Backend Error")] * 5) as http:
+def test_retry_deadline_exceeded_fails_clearly(monkeypatch):
+    monkeypatch.setattr("random.uniform", lambda low, high: high)  # the backoff without its jitter: 1, 2, 4, 8 s
+    with fake_gce([error(503, "backendError", "Backend Error")] * 4) as http:
         result = run(http, retry_deadline=10)
     assert result["failed"] is True
-    assert result["msg"].startswith("instances.get still failing after 5 attempts")
+    assert result["msg"].startswith("instances.get still failing after 4 attempts")
     assert result["msg"].endswith("seconds (the retry deadline): Backend Error")
     assert result["error"]["status"] == 503
-    assert http.names == ["instances.get"] * 5
+    assert http.names == ["instances.get"] * 4
 
 
 def test_absent_when_already_gone_is_a_no_op():
