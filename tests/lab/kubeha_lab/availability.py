@@ -18,6 +18,14 @@ timeout be generous (seconds): an attempt fails because nothing answered it —
 a refusal, a reset, a connection routed where nothing listens — and not
 because a loaded host took a few hundred milliseconds longer for a handshake.
 Each attempt also records how long it took, for the report.
+
+Every attempt connects from a local port of its own, never used before by
+this process (ports 10000-19999, below the kernel's ephemeral range, in turn).
+Where the client runs on the machine that does the load balancer's NAT (the
+lab namespace), a connection that never completed leaves a conntrack entry for
+two minutes; a later connection that the kernel happened to give the same
+source port would follow that entry's old NAT (to a member that has since
+gone, or to no member at all) instead of being balanced anew, and time out.
 """
 
 from __future__ import annotations
@@ -34,6 +42,30 @@ class Attempt(t.NamedTuple):
     ok: bool
     answer: str  # what the server said (for example a backend's hostname), or the error
     took: float = 0.0  # seconds until the answer or the error
+
+
+_PORTS = iter(())
+_PORTS_LOCK = threading.Lock()
+
+
+def _bound_socket(timeout: float) -> socket.socket:
+    """A TCP socket bound to the next local port of 10000-19999 that is free (see the module's docstring)."""
+    global _PORTS  # pylint: disable=global-statement
+    for _attempt in range(1000):
+        with _PORTS_LOCK:
+            port = next(_PORTS, None)
+            if port is None:
+                _PORTS = iter(range(10000, 20000))
+                port = next(_PORTS)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.bind(("", port))
+        except OSError:
+            sock.close()
+            continue
+        sock.settimeout(timeout)
+        return sock
+    raise OSError("no free local port between 10000 and 19999")
 
 
 class Poller:
@@ -83,7 +115,8 @@ class Poller:
             return remaining
 
         try:
-            with socket.create_connection((self.host, self.port), timeout=self.timeout) as raw:
+            with _bound_socket(self.timeout) as raw:
+                raw.connect((self.host, self.port))
                 conn: t.Any = raw
                 if self.tls:
                     context = ssl.create_default_context()

@@ -74,6 +74,7 @@ class MachineBackend(Backend):
         self.health_source = health_source
         self.view: t.Callable[[], dict[str, t.Any]] = lambda: {}
         self.lock = threading.Lock()
+        self.network_lock = threading.RLock()
         # (check link, instance link) -> {"healthy": bool, "streak": int, "next": float}
         self.health: dict[tuple[str, str], dict[str, t.Any]] = {}
         self.stopping = threading.Event()
@@ -172,8 +173,10 @@ class MachineBackend(Backend):
 
     # -- network and health --------------------------------------------------------------------------
     def network_changed(self, network: dict[str, t.Any]) -> None:
-        super().network_changed(network)
-        self.host.apply_network(self._desired(network))
+        # One render and apply at a time, so that none applies a health older than the one before it.
+        with self.network_lock:
+            super().network_changed(network)
+            self.host.apply_network(self._desired(network))
 
     def _desired(self, network: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
         instances = []
@@ -233,22 +236,25 @@ class MachineBackend(Backend):
                             continue
                         state["next"] = now + float(check.get("checkIntervalSec", 5))
                     passed = probe(check, member["internal_ip"], self.health_source)
-                    with self.lock:
-                        if passed == state["healthy"]:
-                            state["streak"] = 0
-                            continue
-                        state["streak"] += 1
-                        needed = int(check.get("healthyThreshold" if passed else "unhealthyThreshold", 2))
-                        flipped = state["streak"] >= needed
-                        if flipped:
-                            state.update(healthy=passed, streak=0)
-                    if flipped:
-                        # At once, not after the other members' probes: a dead member's probe takes its timeout.
-                        # The API reports the new state only once the forwarding rules follow it, so a client
-                        # that was told a member is UNHEALTHY sends it no more connections.
-                        self.network_changed(self.view())
+                    with self.network_lock:
                         with self.lock:
-                            state["reported"] = passed
+                            if passed == state["healthy"]:
+                                state["streak"] = 0
+                                continue
+                            state["streak"] += 1
+                            needed = int(check.get("healthyThreshold" if passed else "unhealthyThreshold", 2))
+                            flipped = state["streak"] >= needed
+                            if flipped:
+                                state.update(healthy=passed, streak=0)
+                        if flipped:
+                            # At once, not after the other members' probes: a dead member's probe takes its
+                            # timeout. From the last view the simulator gave (never from a fresh one here: that
+                            # would wait for the simulator's lock while holding this one). The API reports the
+                            # new state only once the forwarding rules follow it, so a client that was told a
+                            # member is UNHEALTHY sends it no more connections.
+                            self.network_changed(self.network)
+                            with self.lock:
+                                state["reported"] = passed
             with self.lock:
                 for pair in [p for p in self.health if p not in seen]:
                     self.health.pop(pair)
