@@ -126,17 +126,21 @@ def free_port() -> int:
     """
     low = 20000
     high = max(low + 1000, _ephemeral_low())
-    for port in random.sample(range(low, high), 200):
-        if port in _HANDED_OUT:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind((HOST, port))
-            except OSError:
-                continue
-        _HANDED_OUT.add(port)
-        return port
-    raise RuntimeError("no free port on %s between %d and %d" % (HOST, low, high))
+    candidates = [p for p in random.sample(range(low, high), 200) if p not in _HANDED_OUT]
+    free = [p for p in candidates[:50] if _bindable(p)]
+    if not free:
+        raise RuntimeError("no free port on %s between %d and %d" % (HOST, low, high))
+    _HANDED_OUT.add(free[0])
+    return int(free[0])
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
 
 
 # -- processes ---------------------------------------------------------------------------------
