@@ -27,6 +27,7 @@ import tarfile
 import time
 import typing as t
 
+CUSTOM_NETWORK = "lab"
 PORT = 8089
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 PROJECT = "kubeha-lab"
@@ -123,7 +124,7 @@ def write_inventory() -> str:
     """
     with open(_path("ssh", "id_ed25519.pub"), encoding="utf-8") as handle:
         public_key = handle.read().strip()
-    settings = {
+    settings: dict[str, t.Any] = {
         "ansible_connection": "local",
         "ansible_python_interpreter": sys.executable,
         "kubeha_ssh_user": "kubeha",
@@ -134,6 +135,13 @@ def write_inventory() -> str:
         "kubeha_etcd_archive_src": etcd_archive(),
         "kubeha_kubernetes_binaries_src": os.path.join(REPO, "tests", "lab", "standins"),
     }
+    if network_mode() == "custom":
+        # The custom network has no firewall rule but the cluster's: SSH from the lab namespace ("the internet",
+        # where ansible runs) is opened by the collection's own rule, as a production network would need.
+        from kubeha_lab.host import INTERNET_IP  # pylint: disable=import-outside-toplevel
+
+        settings.update(kubeha_network=CUSTOM_NETWORK, kubeha_subnetwork=CUSTOM_NETWORK,
+                        kubeha_ssh_source_ranges=["%s/32" % INTERNET_IP])
     path = _path("inventory.json")
     with open(path + ".partial", "w", encoding="utf-8") as handle:
         json.dump({"all": {"hosts": {"localhost": settings}}}, handle, indent=1)
@@ -161,8 +169,24 @@ def _host() -> t.Any:
     return Host()
 
 
+def network_mode() -> str:
+    """The lab's network: "default" (GCE's auto-mode network with its four rules) or "custom"."""
+    try:
+        with open(_path("network-mode"), encoding="utf-8") as handle:
+            return handle.read().strip() or "default"
+    except FileNotFoundError:
+        return "default"
+
+
 def up(args: argparse.Namespace) -> int:
     os.makedirs(_path("sim"), exist_ok=True)
+    if os.path.exists(_path("sim", "state.json")) and args.network and args.network != network_mode():
+        print("the lab in %s has the %s network; bring it down and remove that directory to start with the %s one"
+              % (state_dir(), network_mode(), args.network), file=sys.stderr)
+        return 2
+    if not os.path.exists(_path("sim", "state.json")):
+        with open(_path("network-mode"), "w", encoding="utf-8") as handle:
+            handle.write(args.network or "default")
     machines = not args.no_machines
     if machines:
         host = _host()
@@ -178,7 +202,7 @@ def up(args: argparse.Namespace) -> int:
         env = dict(os.environ, PYTHONPATH=package_root)
         process = subprocess.Popen(  # pylint: disable=consider-using-with
             _in_namespace([sys.executable, "-m", "kubeha_lab.sim", "--state", _path("sim", "state.json"),
-                           "--port", str(PORT), "--project", PROJECT]
+                           "--port", str(PORT), "--project", PROJECT, "--network", network_mode()]
                           + (["--machines", "--metadata", "169.254.169.254:80"] if machines else [])),
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         with open(_path("simulator.pid"), "w", encoding="utf-8") as handle:
@@ -306,6 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     start = commands.add_parser("up", help="start the lab")
     start.add_argument("--no-machines", action="store_true",
                        help="instances exist in the API only: no machines, no image to build")
+    start.add_argument("--network", choices=("default", "custom"),
+                       help="the project's network, for a new lab: GCE's auto-mode network 'default' with its four "
+                            "firewall rules (the default), or a custom-mode network 'lab' with a subnetwork 'lab' in "
+                            "every region and no firewall rule, as production networks are")
     start.set_defaults(func=up)
     commands.add_parser("down", help="stop the lab and remove what it created").set_defaults(func=down)
     commands.add_parser("status", help="show the lab and its instances").set_defaults(func=status)

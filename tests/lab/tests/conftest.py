@@ -32,9 +32,10 @@ ZONE = "europe-west1-b"
 class Lab:
     """A running simulator and what a test needs to talk to it."""
 
-    def __init__(self, state_path: str, timing: Timing) -> None:
+    def __init__(self, state_path: str, timing: Timing, network_mode: str = "default") -> None:
         self.state_path = state_path
         self.timing = timing
+        self.network_mode = network_mode
         self.sim: Simulator | None = None
         self.server: t.Any = None
         self.key: dict[str, t.Any] = {}
@@ -42,7 +43,7 @@ class Lab:
         self.start()
 
     def start(self) -> None:
-        self.sim = Simulator(self.state_path, timing=self.timing)
+        self.sim = Simulator(self.state_path, timing=self.timing, network_mode=self.network_mode)
         self.server, _thread = serve(self.sim, port=self.port)
         self.port = self.server.server_address[1]
         self.endpoint = "http://127.0.0.1:%d/compute/v1/" % self.server.server_address[1]
@@ -87,6 +88,14 @@ class Lab:
 @pytest.fixture
 def lab(tmp_path: t.Any) -> t.Iterator[Lab]:
     running = Lab(os.path.join(str(tmp_path), "state.json"), Timing(pending=0.02, running=0.1, wait_limit=5))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def custom_lab(tmp_path: t.Any) -> t.Iterator[Lab]:
+    """A simulator whose project has a custom-mode network "lab" and no default network (no firewall rule)."""
+    running = Lab(os.path.join(str(tmp_path), "state.json"), Timing(pending=0.02, running=0.1, wait_limit=5), "custom")
     yield running
     running.stop()
 
@@ -152,3 +161,4 @@ class ModuleProcess:
             return json.loads(out)
         except ValueError:
             raise AssertionError("%s printed no result: %s\n%s" % (self.name, out[-2000:], err[-2000:])) from None
+

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -67,9 +68,14 @@ def test_down_after_the_simulator_is_killed_with_a_machine_running(lab_env, tmp_
     assert created.returncode == 0, created.stdout[-3000:]
     assert any(line.startswith("process") for line in leftovers(lab_env)), "no machine is running"
     pid = int(open(os.path.join(lab_env["KUBEHA_LAB_STATE"], "simulator.pid"), encoding="utf-8").read())
+    machines = [json.loads(p.read_text())["pid"]
+                for p in pathlib.Path(lab_env["KUBEHA_LAB_STATE"], "machines").glob("*/machine.json")]
+    assert machines and all(machines)
     os.kill(pid, signal.SIGKILL)
     assert lab(lab_env, "down").returncode == 0
     assert leftovers(lab_env) == []
+    # Not even a zombie of a machine's nspawn is left when down returns.
+    assert [p for p in machines if os.path.exists("/proc/%d" % p)] == []
 
 
 def test_forwarding_rule_balances_across_healthy_members_only(lab_env):

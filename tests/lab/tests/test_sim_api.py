@@ -47,8 +47,10 @@ def create_disk(compute, name="k-master-pd", size="20"):
         "name": name, "sizeGb": size, "type": DISK_TYPE, "labels": {"kubeha-cluster": "k"}}).execute())
 
 
-def create_instance(compute, **kw):
-    return wait(compute, compute.instances().insert(project=PROJECT, zone=ZONE, body=instance_body(**kw)).execute())
+def create_instance(compute, zone=ZONE, **kw):
+    if zone != ZONE:
+        kw.setdefault("machineType", "zones/%s/machineTypes/e2-standard-2" % zone)
+    return wait(compute, compute.instances().insert(project=PROJECT, zone=zone, body=instance_body(**kw)).execute())
 
 
 # -- catalog ------------------------------------------------------------------------------------------
@@ -433,6 +435,55 @@ def test_a_key_the_lab_did_not_issue_is_refused(lab):
     assert "invalid_grant" in str(caught.value)
 
 
+def _jwt_client(lab, key, scopes):
+    """A client as Google's own libraries (the GAPIC clients) authenticate: a self-signed JWT as the bearer token."""
+    import google.oauth2.service_account
+    import google_auth_httplib2
+    import httplib2
+    from googleapiclient import discovery
+
+    credentials = google.oauth2.service_account.Credentials.from_service_account_info(
+        key, scopes=scopes, default_scopes=None).with_always_use_jwt_access(True)
+    if not scopes:
+        credentials._create_self_signed_jwt("https://compute.googleapis.com/")  # pylint: disable=protected-access
+    http = google_auth_httplib2.AuthorizedHttp(credentials, http=httplib2.Http(timeout=30))
+    return discovery.build("compute", "v1", http=http, static_discovery=True, cache_discovery=False,
+                           client_options={"api_endpoint": lab.endpoint}), http
+
+
+def test_a_self_signed_jwt_is_accepted_as_gce_accepts_it(lab):
+    key = lab.new_key("gapic")
+    before = len(lab.sim.state.data["tokens"])
+    for scopes in (["https://www.googleapis.com/auth/compute"], None):  # by its scope, or by its audience
+        compute, http = _jwt_client(lab, key, scopes)
+        assert compute.zones().get(project=PROJECT, zone=ZONE).execute()["name"] == ZONE
+    # No token was exchanged for it.
+    assert len(lab.sim.state.data["tokens"]) == before
+
+
+def test_a_self_signed_jwt_must_be_signed_by_an_issued_key_for_the_compute_api_and_current(lab):
+    from kubeha_lab.sim import auth
+
+    key = lab.new_key("gapic")
+    keys = dict(lab.sim.state.data["accounts"])
+    compute, http = _jwt_client(lab, key, ["https://www.googleapis.com/auth/compute"])
+    compute.zones().get(project=PROJECT, zone=ZONE).execute()
+    token = http.credentials.token
+    claims = auth.verify_self_signed(token, keys, [auth.COMPUTE_AUDIENCE])
+    assert claims["iss"] == claims["sub"] == key["client_email"]
+    with pytest.raises(auth.TokenError, match="iat and exp"):  # expired
+        auth.verify_self_signed(token, keys, [auth.COMPUTE_AUDIENCE], now=claims["exp"] + 3600)
+    forged, _record = auth.new_key(PROJECT, "gapic", lab.base + "/token")
+    compute, http = _jwt_client(lab, forged, ["https://www.googleapis.com/auth/compute"])
+    with pytest.raises(HttpError) as caught:
+        compute.zones().get(project=PROJECT, zone=ZONE).execute()
+    assert caught.value.resp.status == 401 and "Invalid JWT Signature" in str(caught.value)
+    compute, http = _jwt_client(lab, key, ["https://www.googleapis.com/auth/devstorage.read_only"])
+    with pytest.raises(HttpError) as caught:  # neither a Compute scope nor the Compute audience
+        compute.zones().get(project=PROJECT, zone=ZONE).execute()
+    assert caught.value.resp.status == 401 and "do not allow the Compute API" in str(caught.value)
+
+
 def test_another_project_is_not_found(compute):
     with pytest.raises(HttpError) as caught:
         compute.zones().get(project="someone-else", zone=ZONE).execute()
@@ -505,13 +556,26 @@ def test_latency_delays_answers(lab, compute):
 
 def test_zone_outage(lab, compute):
     create_instance(compute)
+    create_instance(compute, name="k-master-c", zone="europe-west1-c")
     lab.control("POST", "zones/%s/down" % ZONE)
     assert compute.zones().get(project=PROJECT, zone=ZONE).execute()["status"] == "DOWN"
     with pytest.raises(HttpError) as caught:
         compute.instances().get(project=PROJECT, zone=ZONE, instance="k-master").execute(num_retries=0)
     assert caught.value.resp.status == 503
+    # As GCE documents: the aggregated list answers, with a warning instead of the zone's items.
+    listed = compute.instances().aggregatedList(project=PROJECT).execute(num_retries=0)
+    scoped = listed["items"]["zones/%s" % ZONE]
+    assert "instances" not in scoped and scoped["warning"]["code"] == "UNREACHABLE"
+    assert scoped["warning"]["data"] == [{"key": "scope", "value": "zones/%s" % ZONE}]
+    assert listed["unreachables"] == ["zones/%s" % ZONE]
+    assert [i["name"] for i in listed["items"]["zones/europe-west1-c"]["instances"]] == ["k-master-c"]
+    # Regional and global calls go on.
+    assert compute.regions().get(project=PROJECT, region="europe-west1").execute(num_retries=0)["name"] == "europe-west1"
+    assert compute.firewalls().list(project=PROJECT).execute(num_retries=0)["kind"] == "compute#firewallList"
     lab.control("POST", "zones/%s/up" % ZONE)
     assert compute.instances().get(project=PROJECT, zone=ZONE, instance="k-master").execute()["status"] == "RUNNING"
+    # Its VMs run again, as GCE restarts them when the zone comes back.
+    assert lab.sim.backend.dead == set() and lab.sim.backend.cut == set()
 
 
 def test_request_log_counts_calls(lab, compute):
@@ -567,3 +631,63 @@ def test_responses_follow_the_discovery_document(lab, compute):
         lab.sim.discovery.check_body(answer, {"$ref": schema}, schema, "")
     kinds = {a.get("kind") for a in answers.values()}
     assert "compute#instance" in kinds and "compute#forwardingRule" in kinds
+
+
+# -- networks ---------------------------------------------------------------------------------------
+
+def test_a_new_project_has_the_auto_mode_default_network_with_its_four_rules(compute):
+    [network] = compute.networks().list(project=PROJECT).execute()["items"]
+    assert network["name"] == "default" and network["autoCreateSubnetworks"] is True
+    subnet = compute.subnetworks().get(project=PROJECT, region="europe-west1", subnetwork="default").execute()
+    assert subnet["ipCidrRange"] == "10.132.0.0/20" and subnet["network"] == network["selfLink"]
+    assert sorted(f["name"] for f in compute.firewalls().list(project=PROJECT).execute()["items"]) == [
+        "default-allow-icmp", "default-allow-internal", "default-allow-rdp", "default-allow-ssh"]
+
+
+def test_a_custom_network_lab_has_subnetworks_and_no_rule(custom_lab):
+    compute = custom_lab.client()
+    [network] = compute.networks().list(project=PROJECT).execute()["items"]
+    assert network["name"] == "lab" and network["autoCreateSubnetworks"] is False
+    assert any(s.endswith("/regions/europe-west1/subnetworks/lab") for s in network["subnetworks"])
+    assert compute.firewalls().list(project=PROJECT).execute().get("items", []) == []
+    # An instance needs the subnetwork of a custom-mode network, and the network must exist.
+    body = instance_body()
+    body["networkInterfaces"][0]["network"] = "global/networks/lab"
+    with pytest.raises(HttpError) as caught:
+        compute.instances().insert(project=PROJECT, zone=ZONE, body=body).execute()
+    assert error_of(caught.value)[2].endswith("Subnetwork should be specified for custom subnetmode network")
+    with pytest.raises(HttpError) as caught:
+        compute.instances().insert(project=PROJECT, zone=ZONE, body=instance_body()).execute()
+    assert "The referenced network resource cannot be found" in error_of(caught.value)[2]
+    body["networkInterfaces"][0]["subnetwork"] = "regions/europe-west1/subnetworks/lab"
+    wait(compute, compute.instances().insert(project=PROJECT, zone=ZONE, body=body).execute())
+    nic = compute.instances().get(project=PROJECT, zone=ZONE, instance="k-master").execute()["networkInterfaces"][0]
+    assert nic["network"].endswith("/global/networks/lab") and nic["subnetwork"].endswith("/subnetworks/lab")
+    assert [i["network"] for i in custom_lab.sim.compute.network_view()["instances"]] == ["lab"]
+    # Firewall rules go on an existing network: without one named, on "default", which this project lacks.
+    rule = {"name": "k-master-https", "allowed": [{"IPProtocol": "tcp", "ports": ["443"]}], "targetTags": ["k-master"]}
+    with pytest.raises(HttpError) as caught:
+        compute.firewalls().insert(project=PROJECT, body=rule).execute()
+    assert error_of(caught.value)[:2] == (400, "invalid")
+    wait(compute, compute.firewalls().insert(project=PROJECT, body=dict(rule, network="global/networks/lab")).execute())
+    assert compute.firewalls().get(project=PROJECT, firewall="k-master-https").execute()["network"] == network["selfLink"]
+
+
+def test_networks_and_subnetworks_are_made_and_deleted_as_on_gce(compute):
+    with pytest.raises(HttpError) as caught:
+        compute.networks().insert(project=PROJECT, body={"name": "vpc"}).execute()
+    assert error_of(caught.value)[:2] == (400, "invalid")
+    wait(compute, compute.networks().insert(project=PROJECT, body={"name": "vpc", "autoCreateSubnetworks": False}).execute())
+    with pytest.raises(HttpError) as caught:
+        compute.subnetworks().insert(project=PROJECT, region="europe-west1", body={
+            "name": "vpc", "network": "global/networks/vpc", "ipCidrRange": "10.1.0.0/24"}).execute()
+    assert "The lab routes 10.132.0.0/20 in region europe-west1" in error_of(caught.value)[2]
+    wait(compute, compute.subnetworks().insert(project=PROJECT, region="europe-west1", body={
+        "name": "vpc", "network": "global/networks/vpc", "ipCidrRange": "10.132.0.0/20"}).execute())
+    # A network in use by a subnetwork is not deleted.
+    with pytest.raises(HttpError) as caught:
+        compute.networks().delete(project=PROJECT, network="vpc").execute()
+    assert error_of(caught.value)[:2] == (400, "resourceInUseByAnotherResource")
+    wait(compute, compute.subnetworks().delete(project=PROJECT, region="europe-west1", subnetwork="vpc").execute())
+    wait(compute, compute.networks().delete(project=PROJECT, network="vpc").execute())
+    assert [n["name"] for n in compute.networks().list(project=PROJECT).execute()["items"]] == ["default"]

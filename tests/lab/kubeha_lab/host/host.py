@@ -67,7 +67,11 @@ class Host:
         """
         with file_lock(self.config.lock_file):
             records = [r for r in (machines.load(self.config, n) for n in machines.list_machines(self.config)) if r]
+            pids = [r.pid for r in records if machines.is_alive(r)]
             self._stop_all(records, timeout)
+            # A stopped nspawn stays a zombie until init reaps it (it was detached at boot): return only once it is
+            # gone, so that nothing of the lab is left when down returns.
+            wait_until(lambda: not any(os.path.exists("/proc/%d" % pid) for pid in pids), 10.0, 0.05)
             for record in records:
                 machines.release(self.config, record, state="stopped" if record.state in machines.LIVE_STATES else None)
             for name in netns.list_namespaces():

@@ -22,13 +22,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--project", default=DEFAULT_PROJECT)
     parser.add_argument("--machines", action="store_true", help="boot a real machine for every instance")
     parser.add_argument("--metadata", metavar="ADDRESS:PORT", help="serve the metadata server there")
+    parser.add_argument("--network", choices=("default", "custom"), default="default",
+                        help="the network a new state starts with (see Compute.seed)")
     args = parser.parse_args(argv)
     backend = None
     if args.machines:
         from kubeha_lab.sim.machines import MachineBackend  # pylint: disable=import-outside-toplevel
 
         backend = MachineBackend()
-    sim = Simulator(args.state, project=args.project, backend=backend)
+    sim = Simulator(args.state, project=args.project, backend=backend, network_mode=args.network)
     servers = []
     if args.metadata:
         address, port = args.metadata.rsplit(":", 1)

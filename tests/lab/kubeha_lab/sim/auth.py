@@ -62,12 +62,16 @@ def new_key(project: str, account: str, token_uri: str) -> tuple[dict[str, t.Any
     return key, record
 
 
-def verify_assertion(assertion: str, keys: t.Mapping[str, t.Mapping[str, str]], audience: str,
-                     now: float | None = None) -> dict[str, t.Any]:
-    """Check a JWT bearer assertion signed with a key the simulator issued; return its claims."""
-    now = time.time() if now is None else now
+#: Scopes that let a self-signed JWT call the Compute API.
+COMPUTE_SCOPES = frozenset(("https://www.googleapis.com/auth/compute", "https://www.googleapis.com/auth/cloud-platform"))
+#: The audience Google's client libraries give a self-signed JWT for the Compute API.
+COMPUTE_AUDIENCE = "https://compute.googleapis.com/"
+
+
+def _signed_claims(token: str, keys: t.Mapping[str, t.Mapping[str, str]]) -> dict[str, t.Any]:
+    """The claims of a JWT signed (RS256) with a key the simulator issued to its issuer; TokenError otherwise."""
     try:
-        header_b64, claims_b64, signature_b64 = assertion.split(".")
+        header_b64, claims_b64, signature_b64 = token.split(".")
         header = json.loads(_unb64(header_b64))
         claims = json.loads(_unb64(claims_b64))
         signature = _unb64(signature_b64)
@@ -87,14 +91,47 @@ def verify_assertion(assertion: str, keys: t.Mapping[str, t.Mapping[str, str]], 
                       padding.PKCS1v15(), hashes.SHA256())  # type: ignore[call-arg]
     except InvalidSignature:
         raise TokenError("invalid_grant", "Invalid JWT Signature.") from None
-    # google-auth always addresses Google's token endpoint, wherever token_uri points.
-    if claims.get("aud") not in (audience, GOOGLE_TOKEN_ENDPOINT):
-        raise TokenError("invalid_grant", "Invalid JWT: audience must be %s" % audience)
+    return claims
+
+
+def _check_lifetime(claims: t.Mapping[str, t.Any], now: float) -> None:
     issued, expires = claims.get("iat"), claims.get("exp")
     if not isinstance(issued, (int, float)) or not isinstance(expires, (int, float)) \
             or issued > now + CLOCK_SKEW or expires < now - CLOCK_SKEW or expires - issued > TOKEN_LIFETIME:
         raise TokenError("invalid_grant", "Invalid JWT: Token must be a short-lived token (60 minutes) and in a "
                                           "reasonable timeframe. Check your iat and exp values in the JWT claim.")
+
+
+def verify_assertion(assertion: str, keys: t.Mapping[str, t.Mapping[str, str]], audience: str,
+                     now: float | None = None) -> dict[str, t.Any]:
+    """Check a JWT bearer assertion signed with a key the simulator issued; return its claims."""
+    now = time.time() if now is None else now
+    claims = _signed_claims(assertion, keys)
+    # google-auth always addresses Google's token endpoint, wherever token_uri points.
+    if claims.get("aud") not in (audience, GOOGLE_TOKEN_ENDPOINT):
+        raise TokenError("invalid_grant", "Invalid JWT: audience must be %s" % audience)
+    _check_lifetime(claims, now)
+    return claims
+
+
+def looks_like_jwt(token: str) -> bool:
+    return token.count(".") == 2 and token.startswith("ey")
+
+
+def verify_self_signed(token: str, keys: t.Mapping[str, t.Mapping[str, str]], audiences: t.Collection[str],
+                       now: float | None = None) -> dict[str, t.Any]:
+    """Check a self-signed JWT used as the bearer token itself (no token exchange), as Google's client libraries
+    send with ``with_always_use_jwt_access(True)``: signed with an issued key, ``iss`` and ``sub`` the account,
+    for the Compute API by its ``aud`` or its ``scope`` claim, and short-lived. Returns its claims."""
+    now = time.time() if now is None else now
+    claims = _signed_claims(token, keys)
+    if claims.get("sub", claims.get("iss")) != claims.get("iss"):
+        raise TokenError("invalid_grant", "Invalid JWT: sub must be the issuer")
+    scopes = set(str(claims.get("scope") or "").split())
+    if not scopes & COMPUTE_SCOPES and claims.get("aud") not in audiences:
+        raise TokenError("invalid_grant", "Invalid JWT: audience %r or scopes %r do not allow the Compute API"
+                         % (claims.get("aud"), sorted(scopes)))
+    _check_lifetime(claims, now)
     return claims
 
 

@@ -36,7 +36,11 @@ class Backend:
         """The simulator is serving; ``view()`` returns the network as :meth:`network_changed` gets it."""
 
     def reconcile(self, instances: list[tuple[dict[str, t.Any], dict[str, dict[str, t.Any]]]]) -> None:
-        """After a restart: (instance, disks) of every instance, to bring machines in line with the API."""
+        """After a restart of the lab or an outage of a zone: (instance, disks) of the instances concerned, to
+        bring machines in line with the API (a RUNNING instance runs again)."""
+        for instance, _disks in instances:
+            if instance.get("status") == "RUNNING":
+                self.dead.discard(instance["selfLink"])
 
     def disk_attached(self, instance: t.Mapping[str, t.Any], device: str, disk: t.Mapping[str, t.Any]) -> None:
         """A disk was attached to an instance as ``device``."""

@@ -126,15 +126,26 @@ class Compute:
             scopes.append("global")
         predicate = filters.parse(query.get("filter"))
         items: dict[str, t.Any] = {}
+        down = ["zones/%s" % z for z in self.state.data["zones_down"]]
         for scope in scopes:
+            if scope in down:
+                # GCE in a zone outage: the list answers, and the zone's scope carries a warning instead of items.
+                items[scope] = {"warning": {"code": "UNREACHABLE", "message": "Scope '%s' is unreachable: the zone "
+                                            "is currently unavailable." % scope,
+                                            "data": [{"key": "scope", "value": scope}]}}
+                continue
             found = [copy.deepcopy(r) for r in self.state.items(scope, url_collection) if predicate(r)]
             if found:
                 items[scope] = {url_collection: found}
             else:
                 items[scope] = {"warning": {"code": "NO_RESULTS_ON_PAGE", "message": "There are no results for scope "
                                             "'%s' on this page." % scope, "data": [{"key": "scope", "value": scope}]}}
-        return {"kind": "%sAggregatedList" % res_kind, "id": "projects/%s/aggregated/%s" % (self.state.project, url_collection),
-                "items": items, "selfLink": self.state.link("aggregated/%s" % url_collection)}
+        answer = {"kind": "%sAggregatedList" % res_kind, "id": "projects/%s/aggregated/%s" % (self.state.project, url_collection),
+                  "items": items, "selfLink": self.state.link("aggregated/%s" % url_collection)}
+        unreachable = [scope for scope in scopes if scope in down]
+        if unreachable:
+            answer["unreachables"] = unreachable
+        return answer
 
     def _page(self, items: list[dict[str, t.Any]], query: t.Mapping[str, t.Any], kind: str, link: str) -> dict[str, t.Any]:
         predicate = filters.parse(query.get("filter"))
@@ -335,39 +346,91 @@ class Compute:
                           % (where, value)) from None
 
     # -- networks ----------------------------------------------------------------------------------
+    # Networks and subnetworks are stored resources: GCE's auto-mode "default" network (seeded with its four
+    # firewall rules) or, in a lab brought up with a custom network, a custom-mode network with a subnetwork per
+    # region and no firewall rule at all. The lab has one address range per region, the one its bridge routes
+    # (the auto-mode range GCE documents): a subnetwork must use it.
+    def _network_of(self, value: str, where: str) -> dict[str, t.Any]:
+        path = self.state.parse_ref(value, "networks", where, "global")
+        network = self.state.get(path)
+        if network is None:
+            raise invalid("Invalid value for field '%s': '%s'. The referenced network resource cannot be found."
+                          % (where, value))
+        return network
+
+    def _with_subnetworks(self, network: dict[str, t.Any]) -> dict[str, t.Any]:
+        network = copy.deepcopy(network)
+        network["subnetworks"] = sorted(r["selfLink"] for p, r in self.state.resources.items()
+                                        if "/subnetworks/" in p and r.get("network") == network["selfLink"])
+        return network
+
     def m_networks_get(self, params, query, body, user):
-        return self._network(params["network"])
+        return self._with_subnetworks(self.state.require("global/networks/%s" % params["network"]))
 
     def m_networks_list(self, params, query, body, user):
-        return self._page([self._network("default")], query, "compute#networkList", self.state.link("global/networks"))
+        items = [self._with_subnetworks(r) for r in self.state.items("global", "networks")]
+        return self._page(items, query, "compute#networkList", self.state.link("global/networks"))
 
-    def _network(self, name: str) -> dict[str, t.Any]:
-        if name != "default":
-            raise ApiError(404, "notFound", "The resource 'projects/%s/global/networks/%s' was not found"
-                           % (self.state.project, name))
-        return {"kind": "compute#network", "id": catalog.stable_id("default"), "name": "default",
-                "autoCreateSubnetworks": True, "description": "Default network for the project",
-                "routingConfig": {"routingMode": "REGIONAL"}, "mtu": 1460,
-                "selfLink": self.state.link("global/networks/default"),
-                "subnetworks": [self.state.link("regions/%s/subnetworks/default" % r) for r in catalog.REGIONS]}
+    def m_networks_insert(self, params, query, body, user):
+        if not isinstance(body.get("autoCreateSubnetworks"), bool):
+            raise invalid("Invalid value for field 'resource.autoCreateSubnetworks': ''. The lab makes auto-mode "
+                          "(true) or custom-mode (false) networks; say which.")
+        answer = self._insert("networks", params, body, user, lambda path, b: self._build_network(b))
+        if body["autoCreateSubnetworks"]:
+            for region in catalog.REGIONS:
+                self._store_subnetwork(region, {"name": body["name"], "network": self.state.link(
+                    "global/networks/%s" % body["name"]), "ipCidrRange": str(catalog.subnet_range(region))})
+        return answer
 
-    def _subnetwork(self, region: str, name: str) -> dict[str, t.Any]:
-        if name != "default":
-            raise ApiError(404, "notFound", "The resource 'projects/%s/regions/%s/subnetworks/%s' was not found"
-                           % (self.state.project, region, name))
-        cidr = catalog.subnet_range(region)
-        return {"kind": "compute#subnetwork", "id": catalog.stable_id(region), "name": "default",
-                "network": self.state.link("global/networks/default"), "ipCidrRange": str(cidr),
-                "gatewayAddress": catalog.gateway(region), "region": self.state.link("regions/%s" % region),
-                "selfLink": self.state.link("regions/%s/subnetworks/default" % region), "stackType": "IPV4_ONLY",
-                "fingerprint": fingerprint(str(cidr))}
+    @staticmethod
+    def _build_network(body: dict[str, t.Any]) -> dict[str, t.Any]:
+        body.update(routingConfig={"routingMode": (body.get("routingConfig") or {}).get("routingMode", "REGIONAL")},
+                    mtu=int(body.get("mtu", 1460)))
+        return body
 
-    def m_subnetworks_get(self, params, query, body, user):
-        return self._subnetwork(params["region"], params["subnetwork"])
+    def deletable_networks(self, path: str, resource: dict[str, t.Any]) -> None:
+        for other, used in self.state.resources.items():
+            uses = used.get("network") == resource["selfLink"] or any(
+                n.get("network") == resource["selfLink"] for n in used.get("networkInterfaces") or [])
+            if uses and other != path and not (resource.get("autoCreateSubnetworks") and "/subnetworks/" in other):
+                raise in_use(self.state.full(path), self.state.full(other))
 
-    def m_subnetworks_list(self, params, query, body, user):
-        return self._page([self._subnetwork(params["region"], "default")], query, "compute#subnetworkList",
-                          self.state.link("regions/%s/subnetworks" % params["region"]))
+    def _subnetwork_body(self, region: str, body: dict[str, t.Any]) -> dict[str, t.Any]:
+        network = self._network_of(body.get("network") or "", "resource.network")
+        lab_range = catalog.subnet_range(region)
+        try:
+            wanted = ipaddress.ip_network(body.get("ipCidrRange") or "", strict=True)
+        except ValueError:
+            raise invalid("Invalid value for field 'resource.ipCidrRange': '%s'. Must be a CIDR range."
+                          % body.get("ipCidrRange")) from None
+        if wanted != lab_range:
+            raise invalid("Invalid value for field 'resource.ipCidrRange': '%s'. The lab routes %s in region %s: a "
+                          "subnetwork there must use that range." % (wanted, lab_range, region))
+        for path, other in self.state.resources.items():
+            if "/subnetworks/" in path and short(other.get("region")) == region and other.get("network") == \
+                    network["selfLink"]:
+                raise invalid("Invalid value for field 'resource.ipCidrRange': '%s'. It conflicts with subnetwork "
+                              "'%s' of the same network." % (wanted, other["name"]))
+        body.update(network=network["selfLink"], ipCidrRange=str(wanted), gatewayAddress=catalog.gateway(region),
+                    region=self.state.link("regions/%s" % region), stackType="IPV4_ONLY",
+                    fingerprint=fingerprint(str(wanted)))
+        return body
+
+    def _store_subnetwork(self, region: str, body: dict[str, t.Any]) -> None:
+        path = "regions/%s/subnetworks/%s" % (region, body["name"])
+        resource = self._subnetwork_body(region, dict(body))
+        resource.update(kind="compute#subnetwork", id=self.state.new_id(), creationTimestamp=now_rfc3339(),
+                        selfLink=self.state.link(path))
+        self.state.resources[path] = resource
+
+    def m_subnetworks_insert(self, params, query, body, user):
+        return self._insert("subnetworks", params, body, user,
+                            lambda path, b: self._subnetwork_body(params["region"], b))
+
+    def deletable_subnetworks(self, path: str, resource: dict[str, t.Any]) -> None:
+        for other, used in self.state.resources.items():
+            if any(n.get("subnetwork") == resource["selfLink"] for n in used.get("networkInterfaces") or []):
+                raise in_use(self.state.full(path), self.state.full(other))
 
     # -- addresses ---------------------------------------------------------------------------------
     def _used_external_ips(self) -> set[str]:
@@ -559,16 +622,23 @@ class Compute:
             raise invalid("Invalid value for field 'resource.networkInterfaces': ''. The lab supports exactly one "
                           "network interface.")
         nic = nics[0]
-        network = nic.get("network") or "global/networks/default"
-        if short(network) != "default":
-            raise invalid("Invalid value for field 'resource.networkInterfaces[0].network': '%s'. The referenced "
-                          "network resource cannot be found." % network)
+        network = self._network_of(nic.get("network") or "global/networks/default",
+                                   "resource.networkInterfaces[0].network")
         if nic.get("subnetwork"):
-            sub = state.parse_ref(nic["subnetwork"], "subnetworks", "resource.networkInterfaces[0].subnetwork",
-                                  "regions/%s" % region)
-            if sub != "regions/%s/subnetworks/default" % region:
+            sub_path = state.parse_ref(nic["subnetwork"], "subnetworks", "resource.networkInterfaces[0].subnetwork",
+                                       "regions/%s" % region)
+            subnetwork = state.get(sub_path)
+            if subnetwork is None or not sub_path.startswith("regions/%s/" % region):
+                raise invalid("Invalid value for field 'resource.networkInterfaces[0].subnetwork': '%s'. The "
+                              "referenced subnetwork resource cannot be found in region %s." % (nic["subnetwork"], region))
+            if subnetwork.get("network") != network["selfLink"]:
                 raise invalid("Invalid value for field 'resource.networkInterfaces[0].subnetwork': '%s'. Subnetwork "
-                              "must be in region %s." % (nic["subnetwork"], region))
+                              "must belong to network '%s'." % (nic["subnetwork"], network["name"]))
+        elif network.get("autoCreateSubnetworks"):
+            subnetwork = state.require("regions/%s/subnetworks/%s" % (region, network["name"]))
+        else:
+            raise invalid("Invalid value for field 'resource.networkInterfaces[0].subnetwork': ''. Subnetwork should "
+                          "be specified for custom subnetmode network")
         ip = nic.get("networkIP") or self._free_internal_ip(region)
         if ipaddress.ip_address(ip) not in catalog.subnet_range(region) or ip in self._used_internal_ips(region):
             raise invalid("Invalid value for field 'resource.networkInterfaces[0].networkIP': '%s'. Requested internal "
@@ -578,8 +648,8 @@ class Compute:
             configs.append(self._access_config(config, region, "resource.networkInterfaces[0].accessConfigs[%d]" % index,
                                                path))
         body["networkInterfaces"] = [{
-            "kind": "compute#networkInterface", "name": "nic0", "network": state.link("global/networks/default"),
-            "subnetwork": state.link("regions/%s/subnetworks/default" % region), "networkIP": ip,
+            "kind": "compute#networkInterface", "name": "nic0", "network": network["selfLink"],
+            "subnetwork": subnetwork["selfLink"], "networkIP": ip,
             "fingerprint": fingerprint(ip), "stackType": "IPV4_ONLY", "accessConfigs": configs,
         }]
         if not configs:
@@ -1016,14 +1086,9 @@ class Compute:
         if direction == "INGRESS" and not body.get("sourceRanges") and not body.get("sourceTags") \
                 and not body.get("sourceServiceAccounts"):
             body["sourceRanges"] = ["0.0.0.0/0"]
-        network = body.get("network") or "global/networks/default"
-        if short(network) != "default" or self.state.parse_ref(network, "networks", "resource.network", "global") \
-                != "global/networks/default":
-            raise invalid("Invalid value for field 'resource.network': '%s'. The referenced network resource cannot "
-                          "be found." % network)
+        network = self._network_of(body.get("network") or "global/networks/default", "resource.network")
         body.update(direction=direction, priority=int(body.get("priority", 1000)), disabled=bool(body.get("disabled", False)),
-                    network=self.state.link("global/networks/default"),
-                    logConfig={"enable": False})
+                    network=network["selfLink"], logConfig={"enable": False})
         if direction == "EGRESS" and not body.get("destinationRanges"):
             body["destinationRanges"] = ["0.0.0.0/0"]
         return body
@@ -1242,9 +1307,8 @@ class Compute:
         zone = params["zone"]
 
         def build(path, b):
-            b.update(zone=self.state.link("zones/%s" % zone), size=0,
-                     network=self.state.link("global/networks/default"), fingerprint=fingerprint(path),
-                     subnetwork=self.state.link("regions/%s/subnetworks/default" % catalog.region_of_zone(zone)))
+            # GCE fills in network and subnetwork from the instances added to the group; the lab leaves them out.
+            b.update(zone=self.state.link("zones/%s" % zone), size=0, fingerprint=fingerprint(path))
             return b
         return self._insert("instanceGroups", params, body, user, build)
 
@@ -1532,10 +1596,25 @@ class Compute:
     def m_globalOperations_list(self, params, query, body, user):
         return self._list_ops("global", query)
 
-    def seed(self) -> None:
-        """What a new project's default network has: GCE's four default firewall rules."""
+    def seed(self, network_mode: str = "default") -> None:
+        """What a new project has: GCE's auto-mode network ``default`` with its four firewall rules or, with
+        ``network_mode`` "custom", a custom-mode network ``lab`` with a subnetwork ``lab`` in every region and no
+        firewall rule (a project whose default network was not made, or deleted)."""
         with self.state.lock:
             if self.state.data.get("seeded"):
+                return
+            name = "lab" if network_mode == "custom" else "default"
+            path = "global/networks/%s" % name
+            self.state.resources[path] = self._build_network({
+                "kind": "compute#network", "id": self.state.new_id(), "name": name, "creationTimestamp": now_rfc3339(),
+                "autoCreateSubnetworks": network_mode != "custom", "selfLink": self.state.link(path),
+                "description": "Default network for the project" if name == "default" else "The lab's custom network"})
+            for region in catalog.REGIONS:
+                self._store_subnetwork(region, {"name": name, "network": self.state.link(path),
+                                                "ipCidrRange": str(catalog.subnet_range(region))})
+            self.state.data.update(seeded=True, network_mode=network_mode)
+            if network_mode == "custom":
+                self.state.save()
                 return
             rules = [
                 ("default-allow-internal", {"sourceRanges": ["10.128.0.0/9"], "allowed": [
@@ -1579,6 +1658,7 @@ class Compute:
                 nat = next((c.get("natIP") for c in nic.get("accessConfigs") or [] if c.get("natIP")), None)
                 instances.append({"name": resource["name"], "selfLink": resource["selfLink"], "zone": short(resource["zone"]),
                                   "internal_ip": nic.get("networkIP"), "nat_ip": nat,
+                                  "network": short(nic.get("network")) or "default",
                                   "tags": (resource.get("tags") or {}).get("items") or [],
                                   "service_accounts": [a["email"] for a in resource.get("serviceAccounts") or []],
                                   "status": resource["status"]})

@@ -183,7 +183,8 @@ class MachineBackend(Backend):
         for item in network.get("instances") or []:
             instances.append({"name": "%s.%s" % (item["zone"], item["name"]), "internal_ip": item["internal_ip"],
                               "nat_ip": item.get("nat_ip"), "tags": item.get("tags") or [],
-                              "service_accounts": item.get("service_accounts") or [], "network": "default",
+                              "service_accounts": item.get("service_accounts") or [],
+                              "network": item.get("network") or "default",
                               "running": item.get("status") in ("STAGING", "RUNNING")})
         rules = []
         for rule in network.get("forwarding_rules") or []:

@@ -35,8 +35,9 @@ class Simulator:
     """Everything behind the HTTP server; usable without it in tests."""
 
     def __init__(self, state_path: str | None, project: str = DEFAULT_PROJECT, backend: Backend | None = None,
-                 timing: Timing | None = None, discovery: Discovery | None = None) -> None:
+                 timing: Timing | None = None, discovery: Discovery | None = None, network_mode: str = "default") -> None:
         self.state = State(state_path, project)
+        self.network_mode = network_mode
         self.discovery = discovery or Discovery()
         self.faults = Faults()
         self.timing = timing or Timing()
@@ -47,7 +48,7 @@ class Simulator:
 
     def start(self) -> None:
         """Finish operations a previous run accepted, and bring the backend in line with the state."""
-        self.compute.seed()
+        self.compute.seed(self.network_mode)
         self.backend.network_changed(self.compute.network_view())
         self.backend.start(self.compute.network_view)
         self.backend.reconcile(self.compute.instances_with_disks())
@@ -81,8 +82,19 @@ class Simulator:
         if not header or not header.startswith("Bearer "):
             raise ApiError(401, "required", "Request is missing required authentication credential. Expected OAuth 2 "
                                             "access token, login cookie or other valid authentication credential.")
+        token = header[len("Bearer "):]
+        if auth.looks_like_jwt(token):
+            # A self-signed JWT, as Google's client libraries send it for a service account: no token exchange.
+            with self.state.lock:
+                keys = dict(self.state.data["accounts"])
+            audiences = (auth.COMPUTE_AUDIENCE, self.token_uri.rsplit("/", 1)[0] + "/")
+            try:
+                return str(auth.verify_self_signed(token, keys, audiences)["iss"])
+            except auth.TokenError as exc:
+                raise ApiError(401, "authError", "Request had invalid authentication credentials: %s" % exc.description) \
+                    from None
         with self.state.lock:
-            record = self.state.data["tokens"].get(header[len("Bearer "):])
+            record = self.state.data["tokens"].get(token)
         if record is None or record["expires"] < time.time():
             raise ApiError(401, "authError", "Request had invalid authentication credentials. Expected OAuth 2 access "
                                              "token, login cookie or other valid authentication credential.")
@@ -112,6 +124,11 @@ class Simulator:
             if down:
                 self.backend.crash(instance)
             self.backend.set_cut(instance, down)
+        if not down:
+            # As GCE restarts the VMs of a zone that comes back: RUNNING instances boot again, from their disks.
+            prefix = self.state.link("zones/%s/instances/" % zone)
+            self.backend.reconcile([pair for pair in self.compute.instances_with_disks()
+                                    if pair[0].get("selfLink", "").startswith(prefix)])
 
     def close(self) -> None:
         self.backend.close()
