@@ -162,3 +162,17 @@ class ModuleProcess:
         except ValueError:
             raise AssertionError("%s printed no result: %s\n%s" % (self.name, out[-2000:], err[-2000:])) from None
 
+
+def pytest_sessionfinish(session: t.Any, exitstatus: int) -> None:
+    """With KUBEHA_NO_SKIPS=1 (make test sets it), a skipped test fails the run: a stage whose real-machine tests
+    were skipped (run without root, say) has not tested what it says it has."""
+    if os.environ.get("KUBEHA_NO_SKIPS") != "1" or exitstatus != 0:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if skipped:
+        reporter.write_line("KUBEHA_NO_SKIPS=1: %d test(s) were skipped, which fails the stage:" % len(skipped), red=True)
+        for report in skipped:
+            reporter.write_line("  %s: %s" % (report.nodeid, report.longrepr[-1] if isinstance(report.longrepr, tuple)
+                                             else report.longrepr))
+        session.exitstatus = 1
