@@ -13,6 +13,9 @@ description:
   - Lists the master replicas of one cluster in every zone of a region, found by their labels
     C(kubeha-cluster=CLUSTER) and C(kubeha-role=master), never by name.
   - Read-only; never reports a change.
+  - A zone that does not answer (Compute Engine reports it C(UNREACHABLE) in an outage) is not an error.
+    It is returned in RV(unavailable_zones), its status in RV(zones) is C(UNAVAILABLE), and the replicas
+    of every other zone are listed as usual. The replicas of an unavailable zone cannot be listed.
 author:
   - kubeha.gce maintainers (@kubeha)
 extends_documentation_fragment:
@@ -60,14 +63,25 @@ region:
   sample: europe-west1
 zones:
   description:
-    - The zones of the region and their status (C(UP) or C(DOWN)), sorted by name, so that a
-      playbook can check a zone exists before it creates anything there.
+    - The zones of the region and their status (C(UP) or C(DOWN) as Compute Engine says, or
+      C(UNAVAILABLE) when the zone did not answer), sorted by name, so that a playbook can check a
+      zone exists and answers before it creates anything there.
   returned: always
   type: list
   elements: dict
   sample:
     - {name: europe-west1-b, status: UP}
-    - {name: europe-west1-c, status: UP}
+    - {name: europe-west1-c, status: UNAVAILABLE}
+unavailable_zones:
+  description:
+    - The zones of the region that did not answer, with what Compute Engine said; replicas there are
+      missing from RV(replicas). Empty when every zone answered.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - name: europe-west1-c
+      message: "Scope 'zones/europe-west1-c' is unreachable: the zone is currently unavailable."
 replicas:
   description:
     - The replicas, sorted by name, with the same fields as the C(replica) that
@@ -95,7 +109,7 @@ replicas:
 
 from ansible_collections.kubeha.gce.plugins.module_utils._gce.module import checked, gce_module, run
 from ansible_collections.kubeha.gce.plugins.module_utils._gce.names import check_name, check_region, region_of
-from ansible_collections.kubeha.gce.plugins.module_utils._gce.replica import list_replicas, region_zones
+from ansible_collections.kubeha.gce.plugins.module_utils._gce.replica import list_replicas, region_zones, unavailable_zones
 
 
 def target(params):
@@ -116,8 +130,16 @@ def main() -> None:
     cluster, region, problem = checked(module, target, module.params)
     if problem:
         module.fail_json(msg=problem)
-    run(module, lambda api: {"changed": False, "region": region, "zones": region_zones(api, region),
-                             "replicas": list_replicas(api, cluster, region)})
+
+    def read(api):
+        zones = region_zones(api, region)
+        replicas = list_replicas(api, cluster, region)
+        unavailable = unavailable_zones(api, region)
+        down = {z["name"] for z in unavailable}
+        return {"changed": False, "region": region, "replicas": replicas, "unavailable_zones": unavailable,
+                "zones": [dict(z, status="UNAVAILABLE") if z["name"] in down else z for z in zones]}
+
+    run(module, read)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,40 @@ GOOGLE_PACKAGES = "google-api-python-client, google-auth and google-auth-httplib
 RATE_LIMIT_REASONS = frozenset(("rateLimitExceeded", "userRateLimitExceeded"))
 #: HTTP status codes that are worth another try.
 RETRY_STATUSES = frozenset((429, 500, 502, 503, 504))
+#: Reasons of 403 answers that are about quotas, not about who is asking.
+QUOTA_REASONS = frozenset(("quotaExceeded", "QUOTA_EXCEEDED", "dailyLimitExceeded"))
+#: Reasons of the collection's own errors about credentials that cannot be used (a missing or broken key
+#: file, no project), and of the token endpoint's refusal.
+CREDENTIALS_REASONS = frozenset(("invalidCredentials", "badCredentials"))
+#: What an operator can do about a refused credential; said only when the answer was a 401/403 or the
+#: credentials themselves could not be used.
+CREDENTIALS_HINT = ("give the credentials and the project as the google.cloud modules take them (GCP_AUTH_KIND "
+                    "with GCP_SERVICE_ACCOUNT_FILE, GCP_PROJECT, or an AWX Google Compute Engine credential; see "
+                    "docs/authentication.md), with the Compute Engine permissions the collection needs")
+
+
+def error_kind(status: int | None, reason: str | None) -> str:
+    """What kind of failure an answer is, from its HTTP status and GCE's reason.
+
+    ``credentials`` (401, a 403 that is neither a rate limit nor a quota, or credentials that could not be
+    used), ``rate_limited``, ``quota``, ``unavailable`` (5xx, or a zone reported UNREACHABLE), ``not_found``,
+    ``conflict`` (409), ``stale`` (412), ``invalid`` (400), ``timeout`` (an operation past its deadline),
+    ``connection`` (no answer) or ``failed`` (anything else, such as an operation's own error).
+    """
+    if reason in RATE_LIMIT_REASONS or status == 429:
+        return "rate_limited"
+    if reason in QUOTA_REASONS:
+        return "quota"
+    if status in (401, 403) or reason in CREDENTIALS_REASONS:
+        return "credentials"
+    if reason == "UNREACHABLE" or (status is not None and 500 <= status <= 599):
+        return "unavailable"
+    kinds = {404: "not_found", 409: "conflict", 412: "stale", 400: "invalid"}
+    if status in kinds:
+        return kinds[status]
+    if status is None and reason in ("timeout", "connection"):
+        return reason
+    return "failed"
 
 
 class GceError(Exception):
@@ -52,8 +86,13 @@ class GceError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    @property
+    def kind(self) -> str:
+        """See :func:`error_kind`."""
+        return error_kind(self.status, self.reason)
+
     def to_dict(self) -> dict[str, t.Any]:
-        return {"status": self.status, "reason": self.reason, "errors": self.errors}
+        return {"status": self.status, "reason": self.reason, "kind": self.kind, "errors": self.errors}
 
 
 class Deadline:
@@ -141,6 +180,9 @@ class ComputeApi:
         self.project = project
         self.retry = retry or RetryPolicy()
         self.calls: list[str] = []
+        #: Scopes (``zones/ZONE``) that aggregated lists reported UNREACHABLE, with GCE's message: their
+        #: resources were left out of the answer, and zonal calls there fail until the zone is back.
+        self.unreachable: dict[str, str] = {}
         self.service = discovery.build(
             "compute", "v1", http=http, static_discovery=True, cache_discovery=False,
             client_options=options,
@@ -151,6 +193,7 @@ class ComputeApi:
         """Run ``compute.<collection>.<method>(project=..., **params)`` with retries."""
         params.setdefault("project", self.project)
         what = "%s.%s" % (collection, method)
+        where = "".join(" in %s %s" % (key, params[key]) for key in ("zone", "region") if params.get(key))
         deadline = Deadline(self.retry.deadline, self.retry.clock)
         delays = self.retry.delays()
         attempt = 0
@@ -163,19 +206,23 @@ class ComputeApi:
             except gerrors.HttpError as exc:
                 error = parse_http_error(exc)
                 if not is_retryable(error):
+                    if error.kind == "credentials":
+                        error.message = "%s%s was refused (%s %s): %s" % (
+                            what, where, error.status, error.reason or "", error.message)
                     raise error from None
             except CONNECTION_ERRORS as exc:
-                error = GceError("connection to the Compute API failed: %s" % (exc or type(exc).__name__))
+                error = GceError("connection to the Compute API failed: %s" % (exc or type(exc).__name__),
+                                 reason="connection")
             except google.auth.exceptions.RefreshError as exc:
                 raise GceError("the credentials were refused by the token endpoint: %s" % exc,
                                status=401, reason="invalidCredentials") from None
             except google.auth.exceptions.TransportError as exc:
-                error = GceError("connection to the token endpoint failed: %s" % exc)
+                error = GceError("connection to the token endpoint failed: %s" % exc, reason="connection")
             delay = next(delays)
             if deadline.remaining() < delay:
                 raise GceError(
-                    "%s still failing after %d attempts in %.0f seconds (the retry deadline): %s"
-                    % (what, attempt, self.retry.deadline, error.message),
+                    "%s%s still failing after %d attempts in %.0f seconds (the retry deadline): %s"
+                    % (what, where, attempt, self.retry.deadline, error.message),
                     status=error.status, reason=error.reason, errors=error.errors,
                 )
             self.retry.clock.sleep(delay)
@@ -203,15 +250,24 @@ class ComputeApi:
                 return items
 
     def aggregated(self, collection: str, **params: t.Any) -> list[dict[str, t.Any]]:
-        """Every item of an ``aggregatedList`` call, across all scopes and pages."""
+        """Every item of an ``aggregatedList`` call, across all scopes and pages.
+
+        A scope that GCE reports UNREACHABLE (a zone in an outage) has no items in the answer; it is
+        recorded in :attr:`unreachable` for the caller to report, not raised.
+        """
         items: list[dict[str, t.Any]] = []
         token = None
         while True:
             if token:
                 params["pageToken"] = token
             page = self.call(collection, "aggregatedList", **params)
-            for scoped in (page.get("items") or {}).values():
+            for scope, scoped in (page.get("items") or {}).items():
                 items.extend(scoped.get(collection) or [])
+                warning = scoped.get("warning") or {}
+                if warning.get("code") == "UNREACHABLE":
+                    self.unreachable[scope] = warning.get("message") or "%s did not answer" % scope
+            for scope in page.get("unreachables") or []:
+                self.unreachable.setdefault(scope, "%s did not answer" % scope)
             token = page.get("nextPageToken")
             if not token:
                 return items

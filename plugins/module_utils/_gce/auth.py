@@ -56,6 +56,11 @@ AUTH_MUTUALLY_EXCLUSIVE = [
 ]
 
 
+def credentials_error(message: str) -> GceError:
+    """Credentials, or the project, that cannot be used as given."""
+    return GceError(message, reason="badCredentials")
+
+
 class Auth(t.NamedTuple):
     kind: str
     project: str
@@ -79,13 +84,13 @@ def _load_key(text: str, origin: str) -> dict[str, t.Any]:
     try:
         info = json.loads(text)
     except ValueError as exc:
-        raise GceError("the service account key from %s is not valid JSON: %s" % (origin, exc)) from None
+        raise credentials_error("the service account key from %s is not valid JSON: %s" % (origin, exc)) from None
     if not isinstance(info, dict) or info.get("type") != "service_account":
-        raise GceError("the service account key from %s is not a service account JSON key "
-                       "(it has no \"type\": \"service_account\")" % origin)
+        raise credentials_error("the service account key from %s is not a service account JSON key "
+                                "(it has no \"type\": \"service_account\")" % origin)
     missing = [k for k in ("client_email", "private_key", "token_uri") if not info.get(k)]
     if missing:
-        raise GceError("the service account key from %s lacks %s" % (origin, ", ".join(missing)))
+        raise credentials_error("the service account key from %s lacks %s" % (origin, ", ".join(missing)))
     return info
 
 
@@ -94,7 +99,7 @@ def _read_key_file(path: str, origin: str) -> dict[str, t.Any]:
         with open(os.path.expanduser(path), encoding="utf-8") as handle:
             return _load_key(handle.read(), "%s (%s)" % (origin, path))
     except OSError as exc:
-        raise GceError("cannot read the service account key %s (%s): %s" % (path, origin, exc.strerror)) from None
+        raise credentials_error("cannot read the service account key %s (%s): %s" % (path, origin, exc.strerror)) from None
 
 
 def resolve_auth(params: t.Mapping[str, t.Any], environ: t.Mapping[str, str] | None = None) -> Auth:
@@ -108,8 +113,8 @@ def resolve_auth(params: t.Mapping[str, t.Any], environ: t.Mapping[str, str] | N
     if not kind:
         kind = _env(environ, "GCP_AUTH_KIND")[0]
         if kind and kind not in AUTH_KINDS:
-            raise GceError("GCP_AUTH_KIND=%s is not a known auth_kind; use one of %s"
-                           % (kind, ", ".join(AUTH_KINDS)))
+            raise credentials_error("GCP_AUTH_KIND=%s is not a known auth_kind; use one of %s"
+                                    % (kind, ", ".join(AUTH_KINDS)))
     explicit_key = params.get("service_account_file") or params.get("service_account_contents")
     if not kind:
         # Infer, as the AWX GCE credential only sets a key file and a project.
@@ -122,10 +127,10 @@ def resolve_auth(params: t.Mapping[str, t.Any], environ: t.Mapping[str, str] | N
             kind = "application"
 
     if explicit_key and kind != "serviceaccount":
-        raise GceError("service_account_file and service_account_contents need auth_kind=serviceaccount, "
-                       "not %s" % kind)
+        raise credentials_error("service_account_file and service_account_contents need auth_kind=serviceaccount, "
+                                "not %s" % kind)
     if params.get("access_token") and kind != "accesstoken":
-        raise GceError("access_token needs auth_kind=accesstoken, not %s" % kind)
+        raise credentials_error("access_token needs auth_kind=accesstoken, not %s" % kind)
 
     info = None
     token = None
@@ -139,18 +144,18 @@ def resolve_auth(params: t.Mapping[str, t.Any], environ: t.Mapping[str, str] | N
             contents = _env(environ, "GCP_SERVICE_ACCOUNT_CONTENTS")[0]
             path, name = _env(environ, "GCP_SERVICE_ACCOUNT_FILE", "GCE_CREDENTIALS_FILE_PATH")
             if contents and path:
-                raise GceError("both GCP_SERVICE_ACCOUNT_CONTENTS and %s are set; set only one" % name)
+                raise credentials_error("both GCP_SERVICE_ACCOUNT_CONTENTS and %s are set; set only one" % name)
             if contents:
                 info = _load_key(contents, "GCP_SERVICE_ACCOUNT_CONTENTS")
             elif path:
                 info = _read_key_file(path, str(name))
             else:
-                raise GceError("auth_kind=serviceaccount needs service_account_file or service_account_contents "
-                               "(or GCP_SERVICE_ACCOUNT_FILE, GCP_SERVICE_ACCOUNT_CONTENTS, GCE_CREDENTIALS_FILE_PATH)")
+                raise credentials_error("auth_kind=serviceaccount needs service_account_file or service_account_contents "
+                                        "(or GCP_SERVICE_ACCOUNT_FILE, GCP_SERVICE_ACCOUNT_CONTENTS, GCE_CREDENTIALS_FILE_PATH)")
     elif kind == "accesstoken":
         token = params.get("access_token") or _env(environ, "GCP_ACCESS_TOKEN")[0]
         if not token:
-            raise GceError("auth_kind=accesstoken needs access_token (or GCP_ACCESS_TOKEN)")
+            raise credentials_error("auth_kind=accesstoken needs access_token (or GCP_ACCESS_TOKEN)")
     elif kind == "machineaccount":
         email = params.get("service_account_email") or _env(environ, "GCP_SERVICE_ACCOUNT_EMAIL")[0] or "default"
 
@@ -163,7 +168,7 @@ def resolve_auth(params: t.Mapping[str, t.Any], environ: t.Mapping[str, str] | N
     if not project and info:
         project = info.get("project_id")
     if not project:
-        raise GceError("no project: set the project option (or GCP_PROJECT / GCE_PROJECT)")
+        raise credentials_error("no project: set the project option (or GCP_PROJECT / GCE_PROJECT)")
 
     endpoint = params.get("api_endpoint") or _env(environ, "KUBEHA_GCE_API_ENDPOINT")[0]
     return Auth(kind, project, list(scopes), endpoint, info, email, token)
@@ -176,7 +181,7 @@ def credentials_for(auth: Auth) -> t.Any:
             return google.oauth2.service_account.Credentials.from_service_account_info(
                 auth.service_account_info, scopes=auth.scopes)
         except (ValueError, KeyError) as exc:
-            raise GceError("the service account key cannot be used: %s" % exc) from None
+            raise credentials_error("the service account key cannot be used: %s" % exc) from None
     if auth.kind == "accesstoken":
         return google.oauth2.credentials.Credentials(auth.access_token)
     if auth.kind == "machineaccount":
@@ -184,7 +189,7 @@ def credentials_for(auth: Auth) -> t.Any:
     try:
         credentials = google.auth.default(scopes=auth.scopes)[0]
     except google.auth.exceptions.DefaultCredentialsError as exc:
-        raise GceError("auth_kind=application found no application default credentials: %s" % exc) from None
+        raise credentials_error("auth_kind=application found no application default credentials: %s" % exc) from None
     return credentials
 
 
@@ -203,5 +208,6 @@ def connect(params: t.Mapping[str, t.Any], http: t.Any = None) -> ComputeApi:
     auth = resolve_auth(params)
     if http is None:
         http = authorized_http(auth, params.get("request_timeout") or 60)
-    retry = RetryPolicy(deadline=params.get("retry_deadline") or 120)
+    deadline = params.get("retry_deadline")
+    retry = RetryPolicy(deadline=120 if deadline is None else deadline)  # 0: one attempt, no retries
     return ComputeApi(http, auth.project, api_endpoint=auth.api_endpoint, retry=retry)

@@ -9,7 +9,7 @@ import typing as t
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.kubeha.gce.plugins.module_utils._gce.api import GOOGLE_PACKAGES, ComputeApi, GceError
+from ansible_collections.kubeha.gce.plugins.module_utils._gce.api import CREDENTIALS_HINT, GOOGLE_PACKAGES, ComputeApi, GceError
 from ansible_collections.kubeha.gce.plugins.module_utils._gce.auth import (
     AUTH_ARGUMENT_SPEC,
     AUTH_MUTUALLY_EXCLUSIVE,
@@ -50,7 +50,10 @@ def run(module: AnsibleModule, work: t.Callable[[ComputeApi], dict[str, t.Any]])
     except InvalidInput as exc:
         module.fail_json(msg=str(exc))
     except GceError as exc:
-        module.fail_json(msg=str(exc), error=exc.to_dict())
+        message = str(exc)
+        if exc.kind == "credentials":  # only then: a zone outage or a quota is not a credentials problem
+            message = "%s; %s" % (message, CREDENTIALS_HINT)
+        module.fail_json(msg=message, error=exc.to_dict())
     module.exit_json(**result)
 
 

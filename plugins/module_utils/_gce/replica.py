@@ -573,16 +573,32 @@ def cluster_instances(api: ComputeApi, cluster: str, region: str) -> list[dict[s
 
 
 def list_replicas(api: ComputeApi, cluster: str, region: str) -> list[dict[str, t.Any]]:
-    """A cluster's replicas in every zone of ``region``, found by label, sorted by name."""
+    """A cluster's replicas in every zone of ``region`` that answers, found by label, sorted by name.
+
+    A zone that stops answering while its replicas' disks are read is added to ``api.unreachable``; its
+    replicas are listed without their disk's details.
+    """
     found = []
     for instance in cluster_instances(api, cluster, region):
         zone = short(instance.get("zone")) or ""
         attached = attached_data_disk(instance)
         disk = None
-        if attached:
-            disk = api.get("disks", zone=zone, disk=short(attached.get("source")))
+        if attached and "zones/%s" % zone not in api.unreachable:
+            try:
+                disk = api.get("disks", zone=zone, disk=short(attached.get("source")))
+            except GceError as exc:
+                if exc.kind != "unavailable":
+                    raise
+                api.unreachable["zones/%s" % zone] = str(exc)
         found.append(replica_view(instance, disk))
     return sorted(found, key=lambda r: r["name"])
+
+
+def unavailable_zones(api: ComputeApi, region: str) -> list[dict[str, str]]:
+    """The zones of ``region`` that did not answer the calls made so far, with what GCE said, by name."""
+    zones = [(scope.split("/", 1)[1], message) for scope, message in api.unreachable.items()
+             if scope.startswith("zones/") and region_of(scope.split("/", 1)[1]) == region]
+    return [{"name": zone, "message": message} for zone, message in sorted(zones)]
 
 
 def region_zones(api: ComputeApi, region: str) -> list[dict[str, str]]:
@@ -591,5 +607,6 @@ def region_zones(api: ComputeApi, region: str) -> list[dict[str, str]]:
     return sorted(({"name": z["name"], "status": z.get("status", "UP")} for z in zones), key=lambda z: z["name"])
 
 
-__all__ = ["Replica", "Spec", "spec_from_params", "cluster_instances", "list_replicas", "region_zones", "describe_user",
+__all__ = ["Replica", "Spec", "spec_from_params", "cluster_instances", "list_replicas", "region_zones",
+           "unavailable_zones", "describe_user",
            "InvalidInput"]

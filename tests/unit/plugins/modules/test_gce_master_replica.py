@@ -275,7 +275,7 @@ def test_retry_deadline_exceeded_fails_clearly(monkeypatch):
     with fake_gce([error(503, "backendError", "Backend Error")] * 4) as http:
         result = run(http, retry_deadline=10)
     assert result["failed"] is True
-    assert result["msg"].startswith("instances.get still failing after 4 attempts")
+    assert result["msg"].startswith("instances.get in zone europe-west1-b still failing after 4 attempts")
     assert result["msg"].endswith("seconds (the retry deadline): Backend Error")
     assert result["error"]["status"] == 503
     assert http.names == ["instances.get"] * 4

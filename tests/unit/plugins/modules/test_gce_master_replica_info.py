@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from ansible_collections.kubeha.gce.plugins.modules import gce_master_replica_info
-from ansible_collections.kubeha.gce.tests.unit.plugins.gce_http import disk, fake_gce, instance, ok, run_module
+from ansible_collections.kubeha.gce.tests.unit.plugins.gce_http import disk, error, fake_gce, instance, ok, run_module
 
 
 def run(http, **args):
@@ -65,7 +65,53 @@ def test_zone_selects_its_region():
     with fake_gce([zones(*EUROPE), ok({"items": {}})]) as http:
         result = run(http, cluster_name="k", zone="europe-west1-d")
     assert result == {"changed": False, "failed": False, "region": "europe-west1", "replicas": [],
-                      "zones": [{"name": z, "status": "UP"} for z in EUROPE]}
+                      "zones": [{"name": z, "status": "UP"} for z in EUROPE], "unavailable_zones": []}
+
+
+UNREACHABLE = "Scope 'zones/europe-west1-c' is unreachable: the zone is currently unavailable."
+
+
+def test_a_zone_that_does_not_answer_is_reported_and_the_others_are_listed():
+    """A zone outage as GCE answers it: the aggregated list succeeds with a warning for the zone's scope."""
+    items = scoped(instance(name="k-master", zone="europe-west1-b"), instance(name="k-master-d", zone="europe-west1-d"))
+    items["zones/europe-west1-c"] = {"warning": {"code": "UNREACHABLE", "message": UNREACHABLE,
+                                                 "data": [{"key": "scope", "value": "zones/europe-west1-c"}]}}
+    responses = [zones(*EUROPE), ok({"items": items, "unreachables": ["zones/europe-west1-c"]}), ok(disk()),
+                 ok(disk(name="k-master-d-pd", zone="europe-west1-d"))]
+    with fake_gce(responses) as http:
+        result = run(http, cluster_name="k", region="europe-west1")
+    assert result["failed"] is False and result["changed"] is False
+    assert [r["name"] for r in result["replicas"]] == ["k-master", "k-master-d"]
+    assert result["unavailable_zones"] == [{"name": "europe-west1-c", "message": UNREACHABLE}]
+    assert [z["status"] for z in result["zones"]] == ["UP", "UNAVAILABLE", "UP"]
+    # Nothing is asked of the zone that does not answer.
+    assert all(c.path.find("europe-west1-c") < 0 for c in http.calls)
+
+
+def test_a_zone_that_stops_answering_while_disks_are_read_is_reported_too():
+    items = scoped(instance(name="k-master", zone="europe-west1-b"), instance(name="k-master-c", zone="europe-west1-c"))
+    busy = error(503, "backendError", "The zone 'europe-west1-c' is currently unavailable.")
+    with fake_gce([zones(*EUROPE), ok({"items": items}), ok(disk()), busy]) as http:
+        result = run(http, cluster_name="k", region="europe-west1", retry_deadline=0)
+    assert result["failed"] is False
+    assert [r["name"] for r in result["replicas"]] == ["k-master", "k-master-c"]
+    assert result["replicas"][1]["data_disk"] == {
+        "name": "k-master-c-pd",
+        "self_link": "https://compute.googleapis.com/compute/v1/projects/kubeha-test/zones/europe-west1-c/disks/k-master-c-pd"}
+    [unavailable] = result["unavailable_zones"]
+    assert unavailable["name"] == "europe-west1-c"
+    assert unavailable["message"] == ("disks.get in zone europe-west1-c still failing after 1 attempts in 0 seconds "
+                                      "(the retry deadline): The zone 'europe-west1-c' is currently unavailable.")
+
+
+def test_an_error_that_is_not_an_outage_still_fails():
+    items = scoped(instance(name="k-master", zone="europe-west1-b"))
+    with fake_gce([zones(*EUROPE), ok({"items": items}), error(403, "forbidden", "Required 'compute.disks.get'")]) as http:
+        result = run(http, cluster_name="k", region="europe-west1")
+    assert result["failed"] is True
+    assert result["error"]["kind"] == "credentials"
+    assert result["msg"].startswith("disks.get in zone europe-west1-b was refused (403 forbidden): Required")
+    assert "GCP_SERVICE_ACCOUNT_FILE" in result["msg"]
 
 
 def test_zone_outside_the_region_fails_before_any_call():

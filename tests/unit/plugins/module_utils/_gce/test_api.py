@@ -118,12 +118,72 @@ def test_connection_errors_are_retried():
 def test_deadline_stops_retrying_with_the_last_error():
     api, http, clock = make_api_with_clock([error(503, "backendError", "Backend Error")] * 4, deadline=10)
     with pytest.raises(GceError) as caught:
-        api.call("zones", "get", zone="europe-west1-b")
+        api.call("disks", "get", zone="europe-west1-b", disk="k-master-pd")
     # 1 + 2 + 4 = 7 s slept; the next delay (8 s) would pass the 10 s deadline.
     assert clock.slept == [1, 2, 4]
-    assert str(caught.value) == ("zones.get still failing after 4 attempts in 10 seconds (the retry deadline): "
-                                 "Backend Error")
-    assert caught.value.status == 503
+    assert str(caught.value) == ("disks.get in zone europe-west1-b still failing after 4 attempts in 10 seconds "
+                                 "(the retry deadline): Backend Error")
+    assert caught.value.status == 503 and caught.value.kind == "unavailable"
+
+
+@pytest.mark.parametrize("status, reason, kind", [
+    (401, "authError", "credentials"),
+    (403, "forbidden", "credentials"),
+    (403, "insufficientPermissions", "credentials"),
+    (None, "invalidCredentials", "credentials"),  # the token endpoint refused the key
+    (None, "badCredentials", "credentials"),  # no key file, a broken key, no project
+    (403, "rateLimitExceeded", "rate_limited"),
+    (403, "userRateLimitExceeded", "rate_limited"),
+    (429, "rateLimitExceeded", "rate_limited"),
+    (403, "quotaExceeded", "quota"),
+    (None, "QUOTA_EXCEEDED", "quota"),  # an operation's own error
+    (503, "backendError", "unavailable"),  # a zone in an outage
+    (500, "backendError", "unavailable"),
+    (None, "UNREACHABLE", "unavailable"),  # an aggregated list's warning for a scope
+    (404, "notFound", "not_found"),
+    (409, "alreadyExists", "conflict"),
+    (409, "resourceInUseByAnotherResource", "conflict"),
+    (412, "conditionNotMet", "stale"),
+    (400, "invalid", "invalid"),
+    (None, "timeout", "timeout"),
+    (None, "connection", "connection"),
+    (None, "ZONE_RESOURCE_POOL_EXHAUSTED", "failed"),
+])
+def test_every_answer_has_a_kind_and_only_auth_answers_are_about_credentials(status, reason, kind):
+    assert GceError("x", status=status, reason=reason).kind == kind
+    assert GceError("x", status=status, reason=reason).to_dict()["kind"] == kind
+
+
+def test_a_refused_call_names_the_call_and_its_zone():
+    api, http, clock = make_api_with_clock([error(403, "forbidden", "Required 'compute.instances.get' permission")])
+    with pytest.raises(GceError) as caught:
+        api.call("instances", "get", zone="europe-west1-c", instance="k-master-c")
+    assert str(caught.value) == ("instances.get in zone europe-west1-c was refused (403 forbidden): Required "
+                                 "'compute.instances.get' permission")
+    assert caught.value.kind == "credentials" and clock.slept == []
+
+
+def test_an_unavailable_zone_is_not_talked_of_as_credentials():
+    api, http, clock = make_api_with_clock([error(503, "backendError", "The zone 'europe-west1-c' is currently "
+                                                  "unavailable.")], deadline=0)
+    with pytest.raises(GceError) as caught:
+        api.call("instances", "get", zone="europe-west1-c", instance="k-master-c")
+    assert str(caught.value) == ("instances.get in zone europe-west1-c still failing after 1 attempts in 0 seconds "
+                                 "(the retry deadline): The zone 'europe-west1-c' is currently unavailable.")
+    assert "credential" not in str(caught.value) and caught.value.kind == "unavailable"
+
+
+def test_aggregated_lists_record_unreachable_scopes_and_go_on():
+    page = {"items": {
+        "zones/europe-west1-b": {"instances": [{"name": "k-master"}]},
+        "zones/europe-west1-c": {"warning": {"code": "UNREACHABLE", "message": "Scope 'zones/europe-west1-c' is "
+                                             "unreachable."}},
+        "zones/europe-west1-d": {"warning": {"code": "NO_RESULTS_ON_PAGE", "message": "none"}},
+    }, "unreachables": ["zones/europe-west1-c", "zones/asia-east1-a"]}
+    api, http = make_api([ok(page)])
+    assert api.aggregated("instances") == [{"name": "k-master"}]
+    assert api.unreachable == {"zones/europe-west1-c": "Scope 'zones/europe-west1-c' is unreachable.",
+                               "zones/asia-east1-a": "zones/asia-east1-a did not answer"}
 
 
 def test_wait_polls_the_operations_own_scope():
