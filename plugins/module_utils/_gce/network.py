@@ -6,8 +6,9 @@
 * the regional reserved external address ``{cluster}-master-ip`` (labelled as the cluster's);
 * the firewall rule ``{cluster}-master-https``: TCP to the API servers from the given ranges, plus
   the ranges of GCE's health checkers when those are narrower than everyone;
-* the firewall rule ``{cluster}-master-etcd``: etcd peer traffic (2380, and 2381 of the events
-  etcd) from master to master, by network tag;
+* the firewall rule ``{cluster}-master-etcd``: etcd traffic from master to master, by network tag: the
+  client port 2379 (each member's health is read at its own client URL; etcd asks for a client
+  certificate there), the peer port 2380 and 2381, the events etcd's peer port;
 * optionally ``{cluster}-master-ssh``: SSH from the given ranges.
 
 Firewall rules take no labels: they are the cluster's by the owner marker in their description.
@@ -41,7 +42,7 @@ from ansible_collections.kubeha.gce.plugins.module_utils._gce.replica import clu
 STATES = ("present", "absent")
 #: Where Compute Engine's health checkers (and legacy network load balancer checks) send from.
 HEALTH_CHECK_RANGES = ("35.191.0.0/16", "209.85.152.0/22", "209.85.204.0/22", "130.211.0.0/22")
-ETCD_PORTS = "2380-2381"
+ETCD_PORTS = "2379-2381"
 SSH_PORT = "22"
 #: The firewall fields that are compared and patched, in the order they are reported.
 FIREWALL_FIELDS = ("allowed", "sourceRanges", "sourceTags", "targetTags", "disabled")
@@ -97,7 +98,7 @@ class Spec(t.NamedTuple):
         rules = [
             Rule(https, "HTTPS to the API servers of the masters", str(self.https_port), self.https_source_ranges,
                  (), (self.tag,)),
-            Rule(etcd, "etcd peer traffic between the masters", ETCD_PORTS, (), (self.tag,), (self.tag,)),
+            Rule(etcd, "etcd client and peer traffic between the masters", ETCD_PORTS, (), (self.tag,), (self.tag,)),
         ]
         if self.ssh_source_ranges:
             rules.append(Rule(ssh, "SSH to the masters", SSH_PORT, self.ssh_source_ranges, (), (self.tag,)))
