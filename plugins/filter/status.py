@@ -1,0 +1,105 @@
+# Copyright (c) kubeha.gce contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The state of a cluster as the status role reports it: per replica, etcd, the load balancer, and advice."""
+
+from __future__ import annotations
+
+import typing as t
+
+
+def _member_state(member: t.Mapping[str, t.Any] | None, etcd_read: bool) -> str | None:
+    if member is None:
+        return "not a member" if etcd_read else None
+    if member.get("is_learner"):
+        return "learner"
+    return None if member.get("healthy") else "etcd unhealthy"
+
+
+def _replica_state(replica: t.Mapping[str, t.Any] | None, member: t.Mapping[str, t.Any] | None,
+                   reachable: t.Container[str], unavailable: t.Sequence[str], etcd_read: bool) -> str:
+    if replica is None:
+        # An etcd member without a VM that could be listed: in a zone that did not answer, or gone.
+        return "zone unavailable" if unavailable else "no VM"
+    if replica.get("status") != "RUNNING":
+        return "VM %s" % str(replica.get("status") or "unknown").lower()
+    if replica.get("name") not in reachable:
+        return "no SSH answer"
+    return _member_state(member, etcd_read) or "ok"
+
+
+def cluster_report(cluster: t.Mapping[str, t.Any], etcd: t.Mapping[str, t.Any] | None = None,
+                   lb: t.Mapping[str, t.Any] | None = None, reachable: t.Sequence[str] = ()) -> dict[str, t.Any]:
+    """Whether the cluster is healthy or degraded, why, and what to do, from what the status role read.
+
+    ``cluster`` is what gce_master_replica_info returned, ``etcd`` what etcd_member_info returned through a
+    replica (empty when no replica could read it), ``lb`` what ha_lb_info returned and ``reachable`` the
+    names of the replicas that answered over SSH.
+    """
+    etcd = etcd or {}
+    lb = lb or {}
+    etcd_read = "has_quorum" in etcd
+    unavailable = [z["name"] for z in cluster.get("unavailable_zones") or []]
+    listed = {r["name"]: r for r in cluster.get("replicas") or []}
+    members = {m["name"]: m for m in etcd.get("members") or [] if m.get("name")}
+    lb_health = {m.get("name"): m.get("health") for m in lb.get("members") or []}
+
+    replicas = []
+    for name in sorted(set(listed) | set(members)):
+        replica, member = listed.get(name), members.get(name)
+        replicas.append({
+            "name": name, "zone": (replica or {}).get("zone"),
+            "state": _replica_state(replica, member, reachable, unavailable, etcd_read),
+            "vm": (replica or {}).get("status"),
+            "etcd": None if member is None else ("learner" if member.get("is_learner") else "voter"),
+            "etcd_healthy": None if member is None else bool(member.get("healthy")),
+            "lb_health": lb_health.get(name),
+        })
+
+    problems, advice = [], []
+    for zone in unavailable:
+        lost = [r["name"] for r in replicas if r["state"] == "zone unavailable"]
+        problems.append("zone %s does not answer Compute Engine%s" % (
+            zone, "; its replicas cannot be listed (etcd members not found in the zones that answer: %s)"
+            % ", ".join(lost) if lost else ""))
+    for replica in replicas:
+        if replica["state"] not in ("ok", "zone unavailable"):
+            problems.append("%s%s: %s" % (replica["name"], " (%s)" % replica["zone"] if replica["zone"] else "",
+                                          replica["state"]))
+    unnamed = [m for m in etcd.get("members") or [] if not m.get("name")]
+    if unnamed:
+        problems.append("%d etcd learner(s) never started (a run stopped midway)" % len(unnamed))
+
+    if not etcd_read:
+        problems.append("etcd could not be read through any replica")
+        advice.append("make a replica answer over SSH (a running VM in a zone that is up), then run status again")
+    elif not etcd.get("has_quorum"):
+        problems.append("etcd has NO QUORUM: %s of %s voting members healthy, %s needed; the API cannot write"
+                        % (etcd.get("healthy_voters"), etcd.get("voters"), etcd.get("quorum")))
+        advice.append("bring the unhealthy members back (their VMs, or their zones), or restore etcd from a snapshot "
+                      "once the majority is lost for good")
+    else:
+        if unavailable:
+            advice.append("etcd keeps its quorum (%s of %s voting members healthy, %s needed) and the API is served "
+                          "by the replicas that answer; wait for %s to come back, then run status again"
+                          % (etcd.get("healthy_voters"), etcd.get("voters"), etcd.get("quorum"),
+                             " and ".join(unavailable)))
+        broken = [r for r in replicas if r["state"] not in ("ok", "zone unavailable") and r["zone"]]
+        for replica in broken:
+            advice.append("replace %s in place: ansible-playbook kubeha.gce.recover -e zone=%s -e replica_name=%s"
+                          % (replica["name"], replica["zone"], replica["name"]))
+    return {
+        "degraded": bool(problems), "problems": problems, "advice": advice, "replicas": replicas,
+        "unavailable_zones": unavailable,
+        "etcd": {key: etcd.get(key) for key in ("voters", "healthy_voters", "quorum", "has_quorum")}
+        if etcd_read else {"voters": None, "healthy_voters": None, "quorum": None, "has_quorum": None},
+        "etcd_leader": (etcd.get("leader") or {}).get("name") if etcd_read else None,
+        "load_balancer": {"state": lb.get("state"), "members": dict(sorted(lb_health.items()))},
+    }
+
+
+class FilterModule:
+    """The status report of kubeha.gce."""
+
+    def filters(self) -> dict[str, t.Callable[..., t.Any]]:
+        return {"cluster_report": cluster_report}

@@ -1,0 +1,86 @@
+# Copyright (c) kubeha.gce contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+from ansible_collections.kubeha.gce.plugins.filter.status import FilterModule, cluster_report
+
+
+def replica(name, zone, status="RUNNING"):
+    return {"name": name, "zone": zone, "status": status}
+
+
+def member(name, healthy=True, learner=False, leader=False):
+    return {"name": name, "healthy": healthy, "is_learner": learner, "is_leader": leader, "peer_urls": []}
+
+
+def etcd(*members, quorum=2):
+    voters = [m for m in members if not m["is_learner"]]
+    healthy = len([m for m in voters if m["healthy"]])
+    leader = next((m for m in members if m["is_leader"]), None)
+    return {"members": list(members), "voters": len(voters), "healthy_voters": healthy, "quorum": quorum,
+            "has_quorum": healthy >= quorum, "leader": leader}
+
+
+THREE = {"replicas": [replica("k-master", "europe-west1-b"), replica("k-master-c", "europe-west1-c"),
+                      replica("k-master-d", "europe-west1-d")], "unavailable_zones": []}
+LB = {"state": "balanced", "members": [{"name": "k-master", "health": "HEALTHY"},
+                                       {"name": "k-master-c", "health": "HEALTHY"}]}
+
+
+def test_a_healthy_cluster_is_not_degraded():
+    report = cluster_report(THREE, etcd(member("k-master", leader=True), member("k-master-c"), member("k-master-d")),
+                            LB, ["k-master", "k-master-c", "k-master-d"])
+    assert report["degraded"] is False and report["problems"] == [] and report["advice"] == []
+    assert [r["state"] for r in report["replicas"]] == ["ok", "ok", "ok"]
+    assert report["etcd"] == {"voters": 3, "healthy_voters": 3, "quorum": 2, "has_quorum": True}
+    assert report["etcd_leader"] == "k-master"
+    assert report["load_balancer"] == {"state": "balanced", "members": {"k-master": "HEALTHY", "k-master-c": "HEALTHY"}}
+    assert FilterModule().filters()["cluster_report"] is cluster_report
+
+
+def test_a_zone_outage_reports_the_member_there_and_keeps_the_rest():
+    cluster = {"replicas": [replica("k-master", "europe-west1-b"), replica("k-master-d", "europe-west1-d")],
+               "unavailable_zones": [{"name": "europe-west1-c", "message": "Scope 'zones/europe-west1-c' is unreachable."}]}
+    read = etcd(member("k-master", leader=True), member("k-master-c", healthy=False), member("k-master-d"))
+    report = cluster_report(cluster, read, LB, ["k-master", "k-master-d"])
+    assert report["degraded"] is True
+    states = {r["name"]: (r["zone"], r["state"]) for r in report["replicas"]}
+    assert states == {"k-master": ("europe-west1-b", "ok"), "k-master-c": (None, "zone unavailable"),
+                      "k-master-d": ("europe-west1-d", "ok")}
+    assert report["problems"] == ["zone europe-west1-c does not answer Compute Engine; its replicas cannot be listed "
+                                  "(etcd members not found in the zones that answer: k-master-c)"]
+    assert report["advice"] == ["etcd keeps its quorum (2 of 3 voting members healthy, 2 needed) and the API is served "
+                                "by the replicas that answer; wait for europe-west1-c to come back, then run status "
+                                "again"]
+    assert report["unavailable_zones"] == ["europe-west1-c"]
+
+
+def test_no_quorum_says_so_and_what_to_do():
+    read = etcd(member("k-master"), member("k-master-c", healthy=False), member("k-master-d", healthy=False))
+    report = cluster_report(THREE, read, LB, ["k-master"])
+    assert report["etcd"]["has_quorum"] is False
+    assert "etcd has NO QUORUM: 1 of 3 voting members healthy, 2 needed; the API cannot write" in report["problems"]
+    assert report["advice"][0].startswith("bring the unhealthy members back")
+    assert {r["name"]: r["state"] for r in report["replicas"]}["k-master-c"] == "no SSH answer"
+
+
+def test_a_broken_replica_in_a_zone_that_answers_is_to_be_recovered():
+    cluster = dict(THREE, replicas=[replica("k-master", "europe-west1-b"), replica("k-master-c", "europe-west1-c",
+                                                                                   "TERMINATED"),
+                                    replica("k-master-d", "europe-west1-d")])
+    read = etcd(member("k-master"), member("k-master-c", healthy=False), member("k-master-d"), {"name": "",
+                "healthy": False, "is_learner": True, "is_leader": False})
+    report = cluster_report(cluster, read, LB, ["k-master", "k-master-d"])
+    assert "k-master-c (europe-west1-c): VM terminated" in report["problems"]
+    assert "1 etcd learner(s) never started (a run stopped midway)" in report["problems"]
+    assert report["advice"] == ["replace k-master-c in place: ansible-playbook kubeha.gce.recover -e zone=europe-west1-c "
+                                "-e replica_name=k-master-c"]
+
+
+def test_etcd_unreadable_is_degraded_with_unknown_quorum():
+    report = cluster_report(THREE, {}, {}, [])
+    assert report["degraded"] is True and report["etcd"]["has_quorum"] is None
+    assert "etcd could not be read through any replica" in report["problems"]
+    assert all(r["state"] == "no SSH answer" for r in report["replicas"])
