@@ -49,10 +49,12 @@ def zone_name_problems(zones: t.Any) -> list[str]:
     return ["zone '%s' is not a Compute Engine zone name such as europe-west1-c" % z for z in wanted if not ZONE.match(z)]
 
 
-def zone_problems(zones: t.Any, known: t.Sequence[t.Mapping[str, t.Any]], region: str) -> list[str]:
+def zone_problems(zones: t.Any, known: t.Sequence[t.Mapping[str, t.Any]], region: str,
+                  unavailable_ok: bool = False) -> list[str]:
     """Why ``zones`` cannot be used: not a zone of ``region`` that is up.
 
-    ``known`` are the region's zones as gce_master_replica_info returns them (name and status).
+    ``known`` are the region's zones as gce_master_replica_info returns them (name and status). With
+    ``unavailable_ok``, a zone that does not answer (UNAVAILABLE) is fine: the run only takes something out.
     """
     up = sorted(z["name"] for z in known if z.get("status", "UP") == "UP")
     problems = []
@@ -66,6 +68,12 @@ def zone_problems(zones: t.Any, known: t.Sequence[t.Mapping[str, t.Any]], region
         elif status is None:
             problems.append("zone %s does not exist in region %s; its zones: %s"
                             % (zone, region, ", ".join(sorted(z["name"] for z in known)) or "none"))
+        elif status == "UNAVAILABLE" and unavailable_ok:
+            continue
+        elif status == "UNAVAILABLE":
+            problems.append("zone %s does not answer Compute Engine (a zone outage): nothing can be made or changed "
+                            "there until it does; zones of %s that answer: %s"
+                            % (zone, region, ", ".join(up) or "none"))
         elif status != "UP":
             problems.append("zone %s is %s; zones of %s that are up: %s" % (zone, status, region, ", ".join(up) or "none"))
     return problems
@@ -151,14 +159,21 @@ def replicate_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], zones: t.Any
 
 
 def remove_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], name: str | None = None,
-                    zone: str | None = None, absent_ok: bool = False) -> list[str]:
+                    zone: str | None = None, absent_ok: bool = False, unavailable: t.Sequence[str] = ()) -> list[str]:
     """Why removing the replica named ``name`` (or the one in ``zone``) must not happen; empty when it may.
 
-    With ``absent_ok``, a target that does not exist is no problem: there is nothing to remove.
+    With ``absent_ok``, a target that does not exist is no problem: there is nothing to remove. When ``zone``
+    is one of the ``unavailable`` zones (its replicas could not be listed), the target is found in etcd instead,
+    and only the rule that a replica must stay applies here.
     """
     targets = [r for r in replicas if (name and r.get("name") == name) or (not name and zone and r.get("zone") == zone)]
     if not name and not zone:
         return ["say which replica to remove: set replica_name, or zone when the zone holds only one replica"]
+    if not targets and zone in unavailable:
+        if not replicas:
+            return ["no replica of the cluster answers outside zone %s: nothing would stay to take the replica out "
+                    "of etcd and the load balancer" % zone]
+        return []
     if not targets and absent_ok:
         return []
     if not targets:
@@ -172,6 +187,12 @@ def remove_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], name: str | Non
         return ["%s is the cluster's last replica: removing it would remove the cluster's control plane and its data; "
                 "it is never removed" % targets[0]["name"]]
     return []
+
+
+def unlisted_members(info: t.Mapping[str, t.Any], replicas: t.Sequence[t.Mapping[str, t.Any]]) -> list[dict[str, t.Any]]:
+    """The etcd members (as kubeha.gce.etcd_member_info returns them) of no replica in ``replicas``: in a zone
+    outage, the members of the replicas that the zone's silence keeps from being listed."""
+    return [dict(m) for m in info.get("members") or [] if not _is(m, list(replicas))]
 
 
 def _member_label(member: t.Mapping[str, t.Any]) -> str:
@@ -278,4 +299,5 @@ class FilterModule:
             "replica_targets": replica_targets,
             "recover_problems": recover_problems,
             "remove_problems": remove_problems,
+            "unlisted_members": unlisted_members,
         }

@@ -16,6 +16,7 @@ from ansible_collections.kubeha.gce.plugins.filter.preflight import (
     recover_problems,
     remove_problems,
     replica_targets,
+    unlisted_members,
     replicate_problems,
     zone_name_problems,
     zone_problems,
@@ -87,6 +88,30 @@ def test_remove_rules():
         "say which replica to remove: set replica_name, or zone when the zone holds only one replica"]
 
 
+def test_remove_from_a_zone_that_does_not_answer_is_left_to_etcd():
+    listed = [replica("k-master", "europe-west1-b"), replica("k-master-d", "europe-west1-d")]
+    # Its replicas are not listed; which one it is, etcd says (unlisted_members).
+    assert remove_problems(listed, zone="europe-west1-c", unavailable=["europe-west1-c"]) == []
+    assert remove_problems(listed, name="k-master-c", zone="europe-west1-c", unavailable=["europe-west1-c"]) == []
+    # A replica must stay to change etcd and the load balancer through.
+    assert remove_problems([], zone="europe-west1-c", unavailable=["europe-west1-c"]) == [
+        "no replica of the cluster answers outside zone europe-west1-c: nothing would stay to take the replica out of "
+        "etcd and the load balancer"]
+    # Another zone's outage changes nothing about a zone that answers.
+    assert remove_problems(listed, zone="europe-west1-c", unavailable=["europe-west1-d"]) == [
+        "the cluster has no replica in zone europe-west1-c; its replicas: k-master (europe-west1-b), k-master-d "
+        "(europe-west1-d)"]
+
+
+def test_the_members_of_replicas_that_could_not_be_listed():
+    listed = [dict(replica("k-master", "europe-west1-b"), internal_ip="10.132.0.2"),
+              dict(replica("k-master-d", "europe-west1-d"), internal_ip="10.132.0.4")]
+    info = {"members": [member("k-master", "10.132.0.2"), member("k-master-c", "10.132.0.3", healthy=False),
+                        member("", "10.132.0.4", learner=True)]}  # k-master-d's learner, not started: no name yet
+    assert [m["name"] for m in unlisted_members(info, listed)] == ["k-master-c"]
+    assert unlisted_members(info, listed + [replica("k-master-c", "europe-west1-c")]) == []
+
+
 def test_remove_of_a_replica_already_gone_is_fine_only_when_asked_for():
     assert remove_problems(THREE, name="nope", absent_ok=True) == []
     assert remove_problems(ONE, zone="europe-west1-c", absent_ok=True) == []
@@ -122,6 +147,16 @@ def test_zones_must_exist_and_be_up():
         "cluster must be in one region; choose a zone of europe-west1 (europe-west1-b, europe-west1-c)"]
     assert zone_problems(["europe-west1-d"], KNOWN, "europe-west1") == [
         "zone europe-west1-d is DOWN; zones of europe-west1 that are up: europe-west1-b, europe-west1-c"]
+
+
+def test_a_zone_that_does_not_answer_is_named_as_such():
+    known = KNOWN[:1] + [{"name": "europe-west1-c", "status": "UNAVAILABLE"}] + KNOWN[2:]
+    assert zone_problems("europe-west1-c", known, "europe-west1") == [
+        "zone europe-west1-c does not answer Compute Engine (a zone outage): nothing can be made or changed there "
+        "until it does; zones of europe-west1 that answer: europe-west1-b"]
+    # A run that only takes a replica out may name it (remove).
+    assert zone_problems("europe-west1-c", known, "europe-west1", unavailable_ok=True) == []
+    assert zone_problems("europe-west1-d", known, "europe-west1", unavailable_ok=True) != []
 
 
 def test_bootstrap_only_creates_or_checks_the_first_replica():
@@ -190,7 +225,7 @@ def test_removal_keeps_a_quorum_of_healthy_voters():
 
 def test_the_filters_are_registered():
     names = ["bootstrap_problems", "etcd_problems", "fault_tolerance", "quorum", "recover_problems", "remove_problems", "replica_targets",
-             "replicate_problems", "zone_name_problems", "zone_problems", "zone_region"]
+             "replicate_problems", "unlisted_members", "zone_name_problems", "zone_problems", "zone_region"]
     assert sorted(FilterModule().filters()) == names
 
 
