@@ -1,7 +1,8 @@
 # Copyright (c) kubeha.gce contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The lifecycle playbooks end to end in the lab: real machines, real etcd, the control-plane stand-ins.
+"""The lifecycle playbooks end to end in the lab: real machines, real etcd, the control-plane stand-ins, on a
+custom-mode network that has no firewall rule but those the collection makes (``lab up --network custom``).
 
 Each playbook runs as a user runs it (``tests/lab/lab exec -- ansible-playbook playbooks/X.yml -e ...``);
 its re-run must report changed=0. Each preflight rule is tried with a bad request, which must fail with
@@ -28,6 +29,7 @@ pytestmark = [pytest.mark.machines, pytest.mark.skipif(os.geteuid() != 0, reason
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 CLUSTER = "k"
+NETWORK = "lab"  # the custom network of `lab up --network custom`, with a subnetwork of the same name per region
 
 # Inside the lab: GET a URL over TLS checked against a CA.
 FETCH = """
@@ -51,6 +53,8 @@ class Lifecycle:
         self.steps = []
         self.writer = None
         self.writer_log = tmp_path / "writes.jsonl"
+        self.api_log = tmp_path / "api-polls.jsonl"
+        self.api_poller = None
         self.members_via = "k-master"
 
     def command(self, name, *extra, env_unset=()):
@@ -70,27 +74,47 @@ class Lifecycle:
     def replica_vm(self, name, zone, state, **options):
         """A VM of the cluster made or deleted with gce_master_replica alone: no etcd, no control plane."""
         done = lab(self.env, "exec", "--", "ansible", "localhost", "-m", "kubeha.gce.gce_master_replica", "-a",
-                   json.dumps(dict(options, cluster_name=CLUSTER, name=name, zone=zone, state=state)), timeout=600)
+                   json.dumps(dict(options, cluster_name=CLUSTER, name=name, zone=zone, state=state, network=NETWORK,
+                                   subnetwork=NETWORK)), timeout=600)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+
+    def _while_running(self, name, extra, log_name, until, act):
+        """Run a playbook, and ``act(process)`` once, as soon as ``until()`` holds while it runs; ``act`` returns
+        whether to stop watching. Returns (acted, exit code, what it printed, when it started)."""
+        started = time.time()
+        acted = False
+        with open(self.tmp / log_name, "w", encoding="utf-8") as log:
+            process = subprocess.Popen([LAB] + self.command(name, *extra), env=self.env, stdout=log,  # pylint: disable=consider-using-with
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            while process.poll() is None and time.time() - started < 1800:
+                if not acted and until():
+                    acted = True
+                    if act(process):
+                        break
+                time.sleep(0.5)
+            process.wait()
+        return acted, process.returncode, (self.tmp / log_name).read_text(), started
 
     def interrupted(self, title, name, until, *extra):
         """Start a playbook and kill it, every process of it at once (SIGKILL), as soon as ``until()`` holds."""
-        started = time.time()
-        with open(self.tmp / "interrupted.log", "w", encoding="utf-8") as log:
-            process = subprocess.Popen([LAB] + self.command(name, *extra), env=self.env, stdout=log,  # pylint: disable=consider-using-with
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-            killed = False
-            while process.poll() is None and time.time() - started < 1800:
-                if until():
-                    os.killpg(process.pid, signal.SIGKILL)
-                    killed = True
-                    break
-                time.sleep(0.5)
-            process.wait()
-        assert killed, "%s: the run ended (exit %s) before it could be stopped:\n%s" % (
-            title, process.returncode, (self.tmp / "interrupted.log").read_text()[-3000:])
+        killed, code, output, started = self._while_running(name, extra, "interrupted.log", until,
+                                                            lambda process: os.killpg(process.pid, signal.SIGKILL) or True)
+        assert killed, "%s: the run ended (exit %s) before it could be stopped:\n%s" % (title, code, output[-3000:])
         self.steps.append({"step": title, "playbook": name, "args": list(extra), "wall_s": round(time.time() - started, 1),
                            "changed": None, "killed": True, "started": started, "ended": time.time()})
+
+    def zone_fails_during(self, title, name, zone, when, *extra):
+        """Start a playbook and take ``zone`` down as soon as ``when()`` holds; the run must stop without changing
+        the etcd membership. Returns what it printed."""
+        members = self.members()
+        downed, code, output, started = self._while_running(
+            name, extra, "zone-failed.log", when,
+            lambda process: control(self.env, "POST", "zones/%s/down" % zone) and False)
+        assert downed and code != 0, "%s: exit %s, zone taken down: %s\n%s" % (title, code, downed, output[-3000:])
+        assert self.members() == members, title
+        self.steps.append({"step": title, "playbook": name, "args": list(extra), "wall_s": round(time.time() - started, 1),
+                           "changed": None, "stopped": "zone %s down" % zone, "started": started, "ended": time.time()})
+        return output
 
     def step(self, title, name, *extra, expect_changed=None):
         started = time.time()
@@ -174,6 +198,16 @@ class Lifecycle:
         return sorted((m["ID"], m.get("name", ""), tuple(m.get("peerURLs") or []), bool(m.get("isLearner")))
                       for m in members)
 
+    def answers_ssh(self, name):
+        return self.instance(name) is not None and self.ssh("true", name=name, check=False).returncode == 0
+
+    def wait_ssh(self, name, limit=300):
+        """Until replica ``name`` answers over SSH."""
+        deadline = time.time() + limit
+        while self.instance(name) is None or self.ssh("true", name=name, check=False).returncode != 0:
+            assert time.time() < deadline, "%s did not answer over SSH within %ds" % (name, limit)
+            time.sleep(3)
+
     def readyz(self):
         return self.fetch("https://%s/readyz?verbose" % self.address())
 
@@ -190,6 +224,33 @@ class Lifecycle:
                            ">/root/writer.out 2>&1 & echo $!'")
         self.writer = int(started.stdout.strip())
 
+    # -- a client of the API through the reserved address, from outside the VPC (the lab namespace) --------
+    def start_api_poller(self):
+        log = open(self.tmp / "api-poller.out", "w", encoding="utf-8")  # pylint: disable=consider-using-with
+        self.api_poller = subprocess.Popen(  # pylint: disable=consider-using-with
+            [LAB, "exec", "--", sys.executable, "-m", "kubeha_lab.apipoller", "--address", self.address(),
+             "--log", str(self.api_log)], env=dict(self.env, PYTHONPATH=os.path.dirname(os.path.dirname(
+                 os.path.abspath(__file__)))), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+        log.close()
+
+    def stop_api_poller(self):
+        if self.api_poller is None:
+            return
+        os.killpg(self.api_poller.pid, signal.SIGTERM)
+        try:
+            self.api_poller.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.api_poller.pid, signal.SIGKILL)
+            self.api_poller.wait()
+        self.api_poller = None
+
+    def polls(self):
+        if not self.api_log.exists():
+            return []
+        return sorted((json.loads(line) for line in self.api_log.read_text().splitlines() if line.strip()),
+                      key=lambda p: p["at"])
+
     def stop_writer(self):
         """Stop the writer (by the PID it was started with) and keep its log."""
         if self.writer is None or self.instance("k-master") is None:
@@ -205,7 +266,7 @@ class Lifecycle:
         return [json.loads(line) for line in self.writer_log.read_text().splitlines() if line.strip()]
 
     def report(self):
-        writes = self.writes()
+        writes, polls = self.writes(), self.polls()
         for step in self.steps:
             if "started" not in step:
                 continue
@@ -213,8 +274,13 @@ class Lifecycle:
             step["writes"] = len(during)
             step["failed_writes"] = sum(1 for w in during if not w["ok"])
             step["first_errors"] = [w["error"] for w in during if not w["ok"]][:3]
+            asked = [p for p in polls if step["started"] <= p["at"] < step["ended"]]
+            step["polls"] = len(asked)
+            step["failed_polls"] = sum(1 for p in asked if not p["ok"])
+            step["api_window_s"] = longest_window(asked)
         return {"cluster": CLUSTER, "steps": self.steps, "writes": len(writes),
-                "failed_writes": sum(1 for w in writes if not w["ok"])}
+                "failed_writes": sum(1 for w in writes if not w["ok"]), "polls": len(polls),
+                "failed_polls": sum(1 for p in polls if not p["ok"])}
 
 
 def recap(run):
@@ -242,28 +308,50 @@ def failure(run):
     return run.stdout[-6000:] + run.stderr[-2000:]
 
 
+def longest_window(polls):
+    """The longest time in which no poll was answered ready: from the last answered one before to the first after."""
+    longest, last_ok, failing = 0.0, None, False
+    for poll in polls:
+        if poll["ok"]:
+            if failing and last_ok is not None:
+                longest = max(longest, poll["at"] - last_ok)
+            last_ok, failing = poll["at"], False
+        else:
+            failing = True
+    if failing and last_ok is not None:
+        longest = max(longest, polls[-1]["at"] - last_ok)
+    return round(longest, 2)
+
+
 def table(report):
-    lines = ["kubeha.gce lifecycle in the lab (a write to etcd every 200 ms)",
-             "%-46s %8s %8s %8s %8s" % ("step", "wall s", "changed", "writes", "failed")]
+    lines = ["kubeha.gce lifecycle in the lab (a write to etcd every 200 ms; a new TLS connection to the reserved "
+             "address asking /readyz every 200 ms)",
+             "%-46s %8s %8s %8s %8s %10s %10s" % ("step", "wall s", "changed", "writes", "failed", "API failed",
+                                                 "API gap s")]
     for step in report["steps"]:
         if "wall_s" in step:
-            lines.append("%-46s %8.1f %8s %8d %8d" % (step["step"][:46], step["wall_s"],
-                                                      "killed" if step.get("killed") else step["changed"],
-                                                      step.get("writes", 0), step.get("failed_writes", 0)))
+            changed = "killed" if step.get("killed") else "stopped" if step.get("stopped") else step["changed"]
+            lines.append("%-46s %8.1f %8s %8d %8d %10s %10.2f" % (
+                step["step"][:46], step["wall_s"], changed, step.get("writes", 0), step.get("failed_writes", 0),
+                "%d/%d" % (step.get("failed_polls", 0), step.get("polls", 0)), step.get("api_window_s", 0.0)))
         elif "stopped" in step:
             lines.append("%-46s %s" % (step["step"][:46], "stopped, etcd unchanged"))
         else:
             lines.append("%-46s %s" % (step["step"][:46], "refused, nothing changed"))
-    lines.append("writes: %d, failed: %d" % (report["writes"], report["failed_writes"]))
+    lines.append("writes: %d, failed: %d; API polls: %d, failed: %d" % (report["writes"], report["failed_writes"],
+                                                                        report["polls"], report["failed_polls"]))
     return "\n".join(lines)
 
 
 @pytest.fixture
 def life(lab_env, tmp_path):
-    assert lab(lab_env, "up").returncode == 0
-    life = Lifecycle(lab_env, tmp_path)
+    # A custom-mode network with no firewall rule but the cluster's own, as production networks are.
+    assert lab(lab_env, "up", "--network", "custom").returncode == 0
+    # status hands its state to workflows with set_stats; show it, so the test sees what a workflow gets.
+    life = Lifecycle(dict(lab_env, ANSIBLE_SHOW_CUSTOM_STATS="true"), tmp_path)
     yield life
     life.stop_writer()
+    life.stop_api_poller()
 
 
 def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=redefined-outer-name
@@ -285,6 +373,7 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     assert ready["status"] == 200 and "[+]etcd ok" in ready["body"], ready
     life.step("bootstrap again", "bootstrap", "zone=europe-west1-b", expect_changed=0)
     life.start_writer()
+    life.start_api_poller()
 
     life.refused("bootstrap again in another zone", "bootstrap", "cluster k already has replicas (k-master in europe-west1-b)",
                  "zone=europe-west1-c")
@@ -343,6 +432,64 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     life.step("replicate again, in check mode with diff", "replicate", "zone=europe-west1-c,europe-west1-d", "--check", "--diff",
               expect_changed=0)
 
+    # -- a zone outage: the cluster is read through the zones that answer; the dead zone's replica is taken
+    # out of etcd and the load balancer, and replaced in a zone that answers; its leftovers go once it is back --
+    control(life.env, "POST", "zones/europe-west1-c/down")
+    outage = life.step("status while europe-west1-c is down", "status", "zone=europe-west1-b", expect_changed=0)
+    for line in ("cluster k in region europe-west1: DEGRADED",
+                 "problem: zone europe-west1-c does not answer Compute Engine; its replicas cannot be listed (etcd "
+                 "members not found in the zones that answer: k-master-c)",
+                 "what to do: etcd keeps its quorum (2 of 3 voting members healthy, 2 needed)",
+                 "europe-west1-c   UNAVAILABLE"):
+        assert line in outage.stdout, (line, outage.stdout[-4000:])
+    # What a workflow branches on (set_stats).
+    assert '"degraded": true' in outage.stdout and '"has_quorum": true' in outage.stdout, outage.stdout[-4000:]
+    life.refused("replicate into the zone that does not answer", "replicate",
+                 "zone europe-west1-c does not answer Compute Engine (a zone outage)", "zone=europe-west1-c",
+                 "replica_name=k-master-c2")
+    removed = life.step("remove k-master-c while its zone is down", "remove", "zone=europe-west1-c")
+    assert ("left in zone europe-west1-c, which does not answer Compute Engine: the VM k-master-c, its data disk "
+            "k-master-c-pd and the load balancer's instance group there") in removed.stdout, removed.stdout[-4000:]
+    assert sorted(m[1] for m in life.members()) == ["k-master", "k-master-d"]
+    [rule] = life.network()["forwarding_rules"]
+    assert sorted(m["name"] for m in rule["members"]) == ["k-master", "k-master-d"]
+    life.step("remove k-master-c again while its zone is down", "remove", "zone=europe-west1-c", "replica_name=k-master-c",
+              expect_changed=0)
+    life.step("replicate into europe-west1-b, beside k-master", "replicate", "zone=europe-west1-b", "allow_same_zone=true")
+    members = life.members()
+    assert sorted(m[1] for m in members) == ["k-master", "k-master-b", "k-master-d"] and not any(m[3] for m in members)
+
+    control(life.env, "POST", "zones/europe-west1-c/up")
+    # Its VM boots again, with the etcd data of a member that was removed: the cluster refuses it, and the load
+    # balancer sends it nothing.
+    life.wait_ssh("k-master-c")
+    time.sleep(15)
+    assert sorted(m[1] for m in life.members()) == ["k-master", "k-master-b", "k-master-d"]
+    [rule] = life.network()["forwarding_rules"]
+    assert sorted(m["name"] for m in rule["members"]) == ["k-master", "k-master-b", "k-master-d"]
+    life.step("remove k-master-c once its zone is back: its leftovers", "remove", "zone=europe-west1-c",
+              "replica_name=k-master-c")
+    assert life.instance("k-master-c") is None
+    assert not [p for p in life.resources() if "europe-west1-c" in p and ("k-master" in p)], "leftovers in europe-west1-c"
+    life.step("remove k-master-c again, absent_ok", "remove", "zone=europe-west1-c", "replica_name=k-master-c",
+              "absent_ok=true", expect_changed=0)
+    healthy = life.step("status once europe-west1-c is back", "status", "zone=europe-west1-b", expect_changed=0)
+    assert "cluster k in region europe-west1: healthy" in healthy.stdout, healthy.stdout[-4000:]
+
+    # -- a zone that fails during a run: replicate into europe-west1-c, which goes down once the VM is made --
+    life.step("remove k-master-b", "remove", "zone=europe-west1-b", "replica_name=k-master-b")
+    # Down as soon as the new VM answers over SSH: after the VM insert, before the etcd join.
+    failed = life.zone_fails_during("replicate into europe-west1-c while it goes down", "replicate", "europe-west1-c",
+                                    lambda: life.answers_ssh("k-master-c"), "zone=europe-west1-c")
+    assert "adding k-master-c in zone europe-west1-c failed at" in failed, failed[-4000:]
+    assert not any(m[3] for m in life.members()), "a learner was left behind"
+    assert sorted(m[1] for m in life.members()) == ["k-master", "k-master-d"]
+    control(life.env, "POST", "zones/europe-west1-c/up")
+    life.step("replicate into europe-west1-c once it is back", "replicate", "zone=europe-west1-c")
+    members = life.members()
+    assert sorted(m[1] for m in members) == ["k-master", "k-master-c", "k-master-d"] and not any(m[3] for m in members)
+    life.step("replicate again", "replicate", "zone=europe-west1-c", expect_changed=0)
+
     # -- remove down to one: the address goes back to the last replica ---------------------------
     life.refused("remove: a replica that does not exist", "remove", "the cluster has no replica named k-master-x",
                  "zone=europe-west1-b", "replica_name=k-master-x")
@@ -373,10 +520,17 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     life.replica_vm("k-master-b2", "europe-west1-b", "absent")
 
     life.stop_writer()
+    life.stop_api_poller()
     report = life.report()
     path = save_report("lifecycle", report)
     with capsys.disabled():
         print("\n" + table(report) + "\n(saved to %s)" % path)
+    # Once etcd has a leader again after europe-west1-c went down (during the first status), not one write fails
+    # while the dead zone's replica is taken out, replaced, and its leftovers deleted.
+    titles = [s["step"] for s in report["steps"]]
+    outage = report["steps"][titles.index("status while europe-west1-c is down") + 1:
+                             titles.index("status once europe-west1-c is back") + 1]
+    assert [(s["step"], s["failed_writes"]) for s in outage if s.get("failed_writes")] == [], outage
     # The writer wrote all along, and etcd took writes again after every step.
     writes = life.writes()
     assert report["writes"] > 100
