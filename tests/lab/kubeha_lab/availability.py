@@ -122,13 +122,21 @@ class Poller:
                     context = ssl.create_default_context()
                     context.check_hostname = False
                     context.verify_mode = ssl.CERT_NONE
+                    # Servers that close without a TLS close_notify (Python's socketserver) end the answer there.
+                    context.options |= getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
                     raw.settimeout(left())
                     conn = context.wrap_socket(raw, server_hostname=self.host)
                 if self.request:
                     conn.settimeout(left())
                     conn.sendall(self.request)
-                conn.settimeout(left())
-                data = conn.recv(256)
+                # The whole answer, up to 4 kB: a TLS server may send the headers and the body in separate records.
+                data = b""
+                while len(data) < 4096:
+                    conn.settimeout(left())
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
             took = time.monotonic() - started
             if not data:
                 return Attempt(started, False, "closed without an answer", took)

@@ -1696,7 +1696,9 @@ class Compute:
         return members, check
 
     def _network_changed(self) -> None:
-        self.backend.network_changed(self.network_view())
+        # The view is taken and applied under the state's lock, so that no older view is applied after a newer one.
+        with self.state.lock:
+            self.backend.network_changed(self.network_view())
 
 
 def _rel(link: str, project: str) -> str:

@@ -253,7 +253,13 @@ class MachineBackend(Backend):
                             # would wait for the simulator's lock while holding this one). The API reports the
                             # new state only once the forwarding rules follow it, so a client that was told a
                             # member is UNHEALTHY sends it no more connections.
-                            self.network_changed(self.network)
+                            try:
+                                self.network_changed(self.network)
+                            except Exception:  # pylint: disable=broad-exception-caught
+                                # Not applied: take the flip back, so that the next probes flip it again.
+                                with self.lock:
+                                    state.update(healthy=not passed, streak=0)
+                                continue
                             with self.lock:
                                 state["reported"] = passed
             with self.lock:
