@@ -173,6 +173,6 @@ def pytest_sessionfinish(session: t.Any, exitstatus: int) -> None:
     if skipped:
         reporter.write_line("KUBEHA_NO_SKIPS=1: %d test(s) were skipped, which fails the stage:" % len(skipped), red=True)
         for report in skipped:
-            reporter.write_line("  %s: %s" % (report.nodeid, report.longrepr[-1] if isinstance(report.longrepr, tuple)
-                                             else report.longrepr))
+            reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+            reporter.write_line("  %s: %s" % (report.nodeid, reason))
         session.exitstatus = 1

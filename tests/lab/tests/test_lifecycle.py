@@ -326,8 +326,8 @@ def longest_window(polls):
 def table(report):
     lines = ["kubeha.gce lifecycle in the lab (a write to etcd every 200 ms; a new TLS connection to the reserved "
              "address asking /readyz every 200 ms)",
-             "%-46s %8s %8s %8s %8s %10s %10s" % ("step", "wall s", "changed", "writes", "failed", "API failed",
-                                                 "API gap s")]
+             "%-46s %8s %8s %8s %8s %10s %10s" % (
+                 "step", "wall s", "changed", "writes", "failed", "API failed", "API gap s")]
     for step in report["steps"]:
         if "wall_s" in step:
             changed = "killed" if step.get("killed") else "stopped" if step.get("stopped") else step["changed"]
