@@ -250,6 +250,8 @@ def test_the_addon_manager_runs_as_a_service_until_stopped(cluster, procs):
     wait_for(lambda: "reconciled" in cluster.configmaps(), 20, "the addon applied again")
     REPORT.append("kube-addon-manager: a deleted Reconcile addon back after %.1fs (interval 0.5s)"
                   % (time.monotonic() - deleted))
+    # The object is back as soon as kubectl has applied it, a moment before the pass logs it: stop only after that.
+    wait_for(lambda: "(new or changed since the last pass)" in procs.log(process), 20, "the second pass logged")
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=20) == 0
     log = procs.log(process)
