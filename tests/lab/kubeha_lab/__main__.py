@@ -43,6 +43,13 @@ def namespace() -> str:
     return os.environ.get("KUBEHA_LAB_NS", "kubeha-lab")
 
 
+def ssh_control_dir() -> str:
+    """Where ansible's SSH connections to this lab's machines keep their control sockets. Each lab has its own: labs
+    reuse the same addresses, and a socket found by address (ansible's default, ~/.ansible/cp) would reach another
+    lab's machine, or a machine of this lab that is gone. Short, as a socket's path has at most 107 bytes."""
+    return os.path.join("/run/kubeha-lab", namespace(), "ssh")
+
+
 def _path(*parts: str) -> str:
     return os.path.join(state_dir(), *parts)
 
@@ -84,6 +91,7 @@ def environment() -> dict[str, str]:
         "KUBEHA_LAB_SSH_KEY": _path("ssh", "id_ed25519"),
         "KUBEHA_LAB_NS": namespace(),
         "KUBEHA_LAB_STATE": state_dir(),
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": ssh_control_dir(),
         # localhost with what the lifecycle roles need in the lab (see write_inventory).
         "ANSIBLE_INVENTORY": _path("inventory.json"),
         # The collection of this checkout, so kubeha.gce.* resolves without installing it.
@@ -247,10 +255,21 @@ def down(_args: argparse.Namespace) -> int:
     # Machines, mounts, loop devices and the machines' namespaces: the host layer finds
     # them from the state directory alone, so this also cleans up after a crash.
     _host().down()
+    _close_ssh_connections()
     if _namespace_exists():
         _run(["ip", "netns", "delete", namespace()])
     print("lab is down (state kept in %s; remove it to start afresh)" % state_dir())
     return 0
+
+
+def _close_ssh_connections() -> None:
+    """End the SSH connections ansible kept open to the lab's machines (see ssh_control_dir), and their directory."""
+    directory = ssh_control_dir()
+    if not os.path.isdir(directory):
+        return
+    for name in os.listdir(directory):
+        _run(["ssh", "-o", "ControlPath=%s" % os.path.join(directory, name), "-O", "exit", "lab"], check=False, timeout=10)
+    shutil.rmtree(os.path.dirname(directory), ignore_errors=True)
 
 
 def status(_args: argparse.Namespace) -> int:

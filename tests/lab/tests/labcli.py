@@ -81,7 +81,11 @@ def leftovers(env):
     state, namespace = env["KUBEHA_LAB_STATE"], env["KUBEHA_LAB_NS"]
     found = []
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout.split()
-    found += ["namespace %s" % n for n in listed if n.startswith(namespace)]
+    found += ["namespace %s" % n for n in listed if n == namespace or n.startswith(namespace + "-")]
+    # Each lab's SSH control sockets (kubeha_lab.__main__.ssh_control_dir).
+    ssh_dir = "/run/kubeha-lab/%s" % namespace
+    if os.path.exists(ssh_dir):
+        found.append("directory %s" % ssh_dir)
     with open("/proc/self/mountinfo", encoding="utf-8") as handle:
         found += ["mount %s" % line.split()[4] for line in handle if state in line]
     loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True, check=True).stdout.splitlines()
@@ -92,6 +96,6 @@ def leftovers(env):
                 command = handle.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if (state in command or "netns exec %s" % namespace in command) and alive(int(pid)):
+        if (state in command or "netns exec %s " % namespace in command or ssh_dir + "/" in command) and alive(int(pid)):
             found.append("process %s: %s" % (pid, command[:120]))
     return found
