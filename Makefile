@@ -1,7 +1,7 @@
 # Test entry points for the kubeha.gce collection; see scripts/test.sh.
 SHELL := /bin/bash
 
-.PHONY: demo test sanity units etcd lint build lab molecule bootstrap constraints clean-cache
+.PHONY: demo test sanity units etcd lint build lab lifecycle molecule bootstrap constraints clean-cache
 
 ## demo: bring the lab up and run the collection against it (the main job on the lab)
 demo:
@@ -12,8 +12,8 @@ demo:
 test:
 	@scripts/test.sh
 
-## sanity | units | etcd | lint | build | lab | molecule: run one stage
-sanity units etcd lint build lab molecule:
+## sanity | units | etcd | lint | build | lab | lifecycle | molecule: run one stage
+sanity units etcd lint build lab lifecycle molecule:
 	@scripts/test.sh $@
 
 ## bootstrap: install system packages and the cached virtualenv, print its path

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the kubeha.gce test stages.
 #
-#   scripts/test.sh              every stage in STAGES order, stopping at the first failure
+#   scripts/test.sh              every stage in STAGES order, stopping at the first failure; the stages in
+#                                BESIDE start first and run beside the others (their output follows at the end)
 #   scripts/test.sh STAGE...     only the named stages (e.g. scripts/test.sh sanity build)
 #   scripts/test.sh --list       list the stages
 #
@@ -26,6 +27,13 @@ STAGES=(
     build
     lab
     molecule
+    lifecycle
+)
+
+# Stages that run beside the others when more than one stage runs: the lifecycle test spends most
+# of its 20 minutes waiting on machines and playbooks, which leaves a core for everything else.
+BESIDE=(
+    lifecycle
 )
 
 log() { printf '[test] %s\n' "$*" >&2; }
@@ -206,14 +214,20 @@ if sys.argv[2] not in json.loads(sys.argv[1]):
 
 stage_lab() {
     # The lab's own tests: the Compute API simulator, the lab command line, and
-    # the collection's modules run by ansible-playbook against the lab.
+    # the collection's modules run by ansible-playbook against the lab; the lifecycle is a stage of its own.
     # Run as root, every test runs: a skipped one (the real-machine tier without root, say) fails the stage.
     cd "$REPO_ROOT/tests/lab"
-    KUBEHA_NO_SKIPS=1 python -m pytest -p no:cacheprovider -ra --durations=25 tests
+    KUBEHA_NO_SKIPS=1 python -m pytest -p no:cacheprovider -ra --durations=25 --ignore=tests/test_lifecycle.py tests
+}
+
+stage_lifecycle() {
+    # The four lifecycle roles end to end on a lab of their own (tests/lab/tests/test_lifecycle.py).
+    cd "$REPO_ROOT/tests/lab"
+    KUBEHA_NO_SKIPS=1 python -m pytest -p no:cacheprovider -ra --durations=10 tests/test_lifecycle.py
 }
 
 stage_molecule() {
-    # The molecule scenario of each public role (extensions/molecule) on a lab of its own, which
+    # The molecule scenario of each public role (extensions/molecule) on one lab of their own, which
     # the default scenario's create and destroy steps bring up and down; `lab enter` puts molecule
     # in the lab's network namespace. The lab is taken down again even if molecule could not.
     local state rc=0
@@ -222,7 +236,9 @@ stage_molecule() {
     export MOLECULE_EPHEMERAL_DIRECTORY=$state/molecule NO_COLOR=1 ANSIBLE_NOCOLOR=1
     cd "$REPO_ROOT"
     # Each line carries the seconds since the start, which time each scenario's steps.
-    tests/lab/lab enter -- molecule test --all 2>&1 | elapsed_lines || rc=$?
+    # The scenarios in the order of a cluster's life, so each starts where the one before left the cluster and
+    # its prepare step has nothing to build: bootstrap (1 replica), replicate (3), recover (3), remove (1).
+    tests/lab/lab enter -- molecule test -s bootstrap -s replicate -s recover -s remove 2>&1 | elapsed_lines || rc=$?
     tests/lab/lab down >/dev/null || rc=$((rc ? rc : 1))
     rm -rf "$state"
     return "$rc"
@@ -232,10 +248,11 @@ stage_molecule() {
 # Runner
 # ---------------------------------------------------------------------------
 
-declare -A RESULT=() DURATION=()
+declare -A RESULT=() DURATION=() BESIDE_PID=()
 RUN_STAGES=()
 BOOTSTRAP_TIME=""
 BOOTSTRAP_RESULT=ok
+RUN_START=""
 WORK_DIR=""
 
 # ansible-test re-executes itself with a clean environment (no TMPDIR), and an
@@ -263,8 +280,17 @@ sweep_tmp() {
 }
 
 on_signal() {
+    local name
     INTERRUPTED=1
     log "interrupted"
+    # A stage running beside the others has a process group of its own: interrupt it as a terminal would,
+    # so that pytest runs its teardown (lab down) before it ends.
+    for name in "${!BESIDE_PID[@]}"; do
+        kill -INT -- "-${BESIDE_PID[$name]}" 2>/dev/null || true
+    done
+    for name in "${!BESIDE_PID[@]}"; do
+        wait "${BESIDE_PID[$name]}" 2>/dev/null || true
+    done
     exit "$1"
 }
 
@@ -330,10 +356,64 @@ run_stage() {
     fi
 }
 
+# Start stage NAME in the background, in a process group of its own, its output to a log in WORK_DIR;
+# finish_beside waits for it and prints that log.
+start_beside() {
+    local name=$1
+    echo
+    echo "==================== stage: $name (beside the other stages; its output follows theirs) ===================="
+    set -m
+    (
+        set +e
+        (set -e; "stage_$name")
+        rc=$?
+        printf '%s %s\n' "$EPOCHREALTIME" "$rc" >"$WORK_DIR/stage-$name.end"
+        exit "$rc"
+    ) </dev/null >"$WORK_DIR/stage-$name.log" 2>&1 &
+    BESIDE_PID[$name]=$!
+    set +m
+    printf '%s\n' "$EPOCHREALTIME" >"$WORK_DIR/stage-$name.start"
+}
+
+finish_beside() {
+    local name=$1 start end rc
+    set +e
+    wait "${BESIDE_PID[$name]}"
+    set -e
+    unset "BESIDE_PID[$name]"
+    echo
+    echo "==================== stage: $name (ran beside the other stages) ===================="
+    cat "$WORK_DIR/stage-$name.log"
+    start=$(<"$WORK_DIR/stage-$name.start")
+    if [[ -f $WORK_DIR/stage-$name.end ]]; then
+        read -r end rc <"$WORK_DIR/stage-$name.end"
+    else
+        end=$EPOCHREALTIME rc=1
+    fi
+    DURATION[$name]=$(awk -v start="$start" -v end="$end" 'BEGIN { printf "%.1f", end - start }')
+    if [[ $rc -eq 0 ]]; then
+        RESULT[$name]=passed
+        log "stage $name passed in ${DURATION[$name]}s"
+    else
+        RESULT[$name]=failed
+        log "stage $name FAILED (exit $rc) after ${DURATION[$name]}s"
+    fi
+}
+
+# Whether stage NAME runs beside the others in this run.
+is_beside() {
+    local name=$1 beside
+    [[ ${#RUN_STAGES[@]} -gt 1 ]] || return 1
+    for beside in "${BESIDE[@]}"; do
+        [[ $beside == "$name" ]] && return 0
+    done
+    return 1
+}
+
 main() {
     local name start venv
     case ${1:-} in
-        -h | --help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; return 0 ;;
+        -h | --help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; return 0 ;;
         --list) printf '%s\n' "${STAGES[@]}"; return 0 ;;
         '' | all) RUN_STAGES=("${STAGES[@]}") ;;
         *) RUN_STAGES=("$@") ;;
@@ -349,6 +429,7 @@ main() {
     trap 'on_signal 143' TERM
 
     start=$EPOCHREALTIME
+    RUN_START=$start
     if ! venv=$("$REPO_ROOT/scripts/bootstrap.sh" </dev/null); then
         BOOTSTRAP_TIME=$(elapsed "$start")
         BOOTSTRAP_RESULT=failed
@@ -370,13 +451,26 @@ main() {
     # bash would then ignore errexit inside the stage.
     local rc=0
     for name in "${RUN_STAGES[@]}"; do
+        if is_beside "$name"; then
+            start_beside "$name"
+        fi
+    done
+    for name in "${RUN_STAGES[@]}"; do
+        is_beside "$name" && continue
         run_stage "$name"
         if [[ ${RESULT[$name]} != passed ]]; then
             rc=1
             break
         fi
     done
+    for name in "${RUN_STAGES[@]}"; do
+        if is_beside "$name"; then
+            finish_beside "$name"
+            [[ ${RESULT[$name]} == passed ]] || rc=1
+        fi
+    done
     summary
+    printf 'total: %ss\n' "$(elapsed "$RUN_START")"
     return "$rc"
 }
 
