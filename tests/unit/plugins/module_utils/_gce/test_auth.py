@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import base64
 import json
-from urllib.parse import parse_qs
 
+import google.auth.transport
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -102,13 +102,12 @@ def test_bad_auth_input_is_named(params, env, message):
     assert message in str(caught.value)
 
 
-def test_service_account_key_is_exchanged_for_a_token_and_used(key):
-    """The real google-auth flow: a JWT assertion signed with the key, then the bearer token."""
+def test_service_account_key_signs_its_own_token_without_a_token_exchange(key):
+    """A self-signed JWT, as Google's client libraries send: signed with the key, the scope as a claim, short-lived."""
     private, info = key
     http = HttpMockSequence([
-        ({"status": "200", "content-type": "application/json"},
-         json.dumps({"access_token": "ya29.lab", "expires_in": 3600, "token_type": "Bearer"})),
         ({"status": "200", "content-type": "application/json"}, json.dumps({"name": "europe-west1-b"})),
+        ({"status": "200", "content-type": "application/json"}, json.dumps({"name": "europe-west1-c"})),
     ])
     resolved = resolve({"service_account_contents": json.dumps(info)})
     import google_auth_httplib2
@@ -116,38 +115,64 @@ def test_service_account_key_is_exchanged_for_a_token_and_used(key):
     authed = google_auth_httplib2.AuthorizedHttp(auth.credentials_for(resolved), http=http)
     api = ComputeApi(authed, resolved.project)
     assert api.call("zones", "get", zone="europe-west1-b") == {"name": "europe-west1-b"}
+    assert api.call("zones", "get", zone="europe-west1-c") == {"name": "europe-west1-c"}
 
-    token_uri, method, body = http.request_sequence[0][:3]
-    assert (token_uri, method) == (TOKEN_URI, "POST")
-    form = parse_qs(body if isinstance(body, str) else body.decode())
-    assert form["grant_type"] == ["urn:ietf:params:oauth:grant-type:jwt-bearer"]
-    header, claims, signature = form["assertion"][0].split(".")
+    # Both requests went to the Compute API (none to the token endpoint), with the same token.
+    uris = [request[0] for request in http.request_sequence]
+    assert [u.split("?")[0].rsplit("/", 1)[-1] for u in uris] == ["europe-west1-b", "europe-west1-c"]
+    assert all(u.startswith("https://compute.googleapis.com/compute/v1/projects/key-project/zones/") for u in uris)
+    tokens = {request[3]["authorization"] for request in http.request_sequence}
+    assert len(tokens) == 1
+    header, claims, signature = tokens.pop()[len("Bearer "):].split(".")
 
     def unb64(part):
         return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
 
     private.public_key().verify(unb64(signature), ("%s.%s" % (header, claims)).encode(),
                                 padding.PKCS1v15(), hashes.SHA256())
+    assert json.loads(unb64(header))["kid"] == info["private_key_id"]
     payload = json.loads(unb64(claims))
-    assert payload["iss"] == info["client_email"] and payload["aud"] == TOKEN_URI
+    assert payload["iss"] == payload["sub"] == info["client_email"]
     assert payload["scope"] == "https://www.googleapis.com/auth/compute"
-
-    api_uri, headers = http.request_sequence[1][0], http.request_sequence[1][3]
-    assert api_uri.startswith("https://compute.googleapis.com/compute/v1/projects/key-project/zones/europe-west1-b")
-    assert headers["authorization"] == "Bearer ya29.lab"
+    assert 0 < payload["exp"] - payload["iat"] <= 3600
     assert not http._iterable  # both canned answers were asked for
 
 
-def test_refused_credentials_fail_with_a_clear_message(key):
+def test_a_key_the_api_refuses_fails_with_a_clear_message(key):
     info = key[1]
-    http = HttpMockSequence([({"status": "400", "content-type": "application/json"},
-                              json.dumps({"error": "invalid_grant", "error_description": "Invalid JWT Signature."}))])
+    refused = ({"status": "401", "content-type": "application/json"}, json.dumps(
+        {"error": {"code": 401, "message": "Request had invalid authentication credentials.",
+                   "errors": [{"reason": "authError", "message": "Invalid Credentials"}], "status": "UNAUTHENTICATED"}}))
+    # On a 401 google-auth signs a new token and tries again (google.auth.transport.DEFAULT_MAX_REFRESH_ATTEMPTS
+    # times), without a token endpoint any time.
+    http = HttpMockSequence([refused] * (1 + google.auth.transport.DEFAULT_MAX_REFRESH_ATTEMPTS))
     resolved = resolve({"service_account_contents": json.dumps(info)})
     import google_auth_httplib2
 
     api = ComputeApi(google_auth_httplib2.AuthorizedHttp(auth.credentials_for(resolved), http=http), resolved.project)
     with pytest.raises(GceError) as caught:
         api.call("zones", "get", zone="europe-west1-b")
+    assert caught.value.kind == "credentials"
+    assert "was refused (401" in str(caught.value) and "invalid authentication credentials" in str(caught.value)
+    assert all(r[0].startswith("https://compute.googleapis.com/") for r in http.request_sequence)
+    assert not http._iterable
+
+
+def test_refused_credentials_fail_with_a_clear_message(tmp_path, monkeypatch):
+    """Credentials that are exchanged for a token (a user's application default credentials): the token endpoint's
+    refusal is named."""
+    user = tmp_path / "adc.json"
+    user.write_text(json.dumps({"type": "authorized_user", "client_id": "c", "client_secret": "s", "refresh_token": "r",
+                                "quota_project_id": "p"}))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(user))
+    http = HttpMockSequence([({"status": "400", "content-type": "application/json"},
+                              json.dumps({"error": "invalid_grant", "error_description": "Token has been expired or revoked."}))])
+    resolved = resolve({"auth_kind": "application", "project": "p"})
+    import google_auth_httplib2
+
+    api = ComputeApi(google_auth_httplib2.AuthorizedHttp(auth.credentials_for(resolved), http=http), resolved.project)
+    with pytest.raises(GceError) as caught:
+        api.call("zones", "get", zone="europe-west1-b")
     assert str(caught.value).startswith("the credentials were refused by the token endpoint")
-    assert "Invalid JWT Signature" in str(caught.value)
+    assert "Token has been expired or revoked" in str(caught.value)
     assert not http._iterable
