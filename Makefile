@@ -1,7 +1,7 @@
 # Test entry points for the kubeha.gce collection; see scripts/test.sh.
 SHELL := /bin/bash
 
-.PHONY: demo test sanity units etcd lint build lab lifecycle molecule bootstrap constraints clean-cache
+.PHONY: demo test bench sanity units etcd lint build lab lifecycle molecule bootstrap constraints clean-cache
 
 ## demo: bring the lab up and run the collection against it (the main job on the lab)
 demo:
@@ -11,6 +11,10 @@ demo:
 ## test: install what the tests need, then run every stage
 test:
 	@scripts/test.sh
+
+## bench: measure what each lifecycle step costs in the lab (wall time, calls, availability); not part of test
+bench:
+	@scripts/bench.sh
 
 ## sanity | units | etcd | lint | build | lab | lifecycle | molecule: run one stage
 sanity units etcd lint build lab lifecycle molecule:

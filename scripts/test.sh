@@ -285,11 +285,19 @@ on_signal() {
     log "interrupted"
     # A stage running beside the others has a process group of its own: interrupt it as a terminal would,
     # so that pytest runs its teardown (lab down) before it ends.
+    # One that ignores SIGINT (started by a shell that ignored it) is terminated after two minutes.
+    local deadline=$((SECONDS + 120))
     for name in "${!BESIDE_PID[@]}"; do
         kill -INT -- "-${BESIDE_PID[$name]}" 2>/dev/null || true
     done
     for name in "${!BESIDE_PID[@]}"; do
+        while kill -0 "${BESIDE_PID[$name]}" 2>/dev/null && ((SECONDS < deadline)); do
+            sleep 1
+        done
+        kill -TERM -- "-${BESIDE_PID[$name]}" 2>/dev/null || true
         wait "${BESIDE_PID[$name]}" 2>/dev/null || true
+        echo "==================== stage: $name (interrupted; the end of its output) ===================="
+        tail -n 40 "$WORK_DIR/stage-$name.log" 2>/dev/null || true
     done
     exit "$1"
 }

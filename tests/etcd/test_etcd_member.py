@@ -327,19 +327,3 @@ def test_leader_is_removed_after_leadership_moved_while_writes_continue(three):
                   % (leader, result["leader"]["name"], summary))
     assert gap < 3.0 + 2.0  # at most one write hangs until its client timeout, plus 2 s for a loaded host
     assert ok(run_module("etcd_member", remove))["changed"] is False
-
-
-def test_for_comparison_the_leader_removed_without_moving_leadership(three):
-    """The same measurement with the leader removed by a bare member/remove call (no guard, no move)."""
-    three.settle()
-    leader = three.leader_name("a")
-    others = [n for n in ("a", "b", "c") if n != leader]
-    leader_id = next(m["ID"] for m in three.member_list(others[0]) if m["name"] == leader)
-
-    def bare_remove() -> None:
-        three.call(others[0], "/v3/cluster/member/remove", {"ID": leader_id})
-        three.wait_new_leader(leader, via=others[0])
-
-    dummy, summary, gap = under_writes(three, others, bare_remove)
-    REPORT.append("bare member/remove of the leader %s (for comparison): %s" % (leader, summary))
-    assert gap > 0

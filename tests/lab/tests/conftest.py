@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import typing as t
@@ -22,8 +23,9 @@ from kubeha_lab.sim.faults import is_mutating
 from kubeha_lab.sim.operations import Timing
 from kubeha_lab.sim.server import Simulator, serve
 
-# The lab_env fixture of tests that drive the lab through its command line.
-pytest_plugins = ["labcli"]
+# The lab_env fixture of tests that drive the lab through its command line, and the life fixture of those that
+# run the lifecycle playbooks.
+pytest_plugins = ["labcli", "lifecycle_lab"]
 
 PROJECT = "kubeha-lab"
 ZONE = "europe-west1-b"
@@ -161,6 +163,12 @@ class ModuleProcess:
             return json.loads(out)
         except ValueError:
             raise AssertionError("%s printed no result: %s\n%s" % (self.name, out[-2000:], err[-2000:])) from None
+
+
+def pytest_configure(config: t.Any) -> None:  # pylint: disable=unused-argument
+    """SIGINT interrupts the run (and so runs the fixtures' teardown, which takes labs down) even when the shell that
+    started it ignored SIGINT, as a shell does for what it starts in the background (scripts/test.sh's beside stages)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_sessionfinish(session: t.Any, exitstatus: int) -> None:

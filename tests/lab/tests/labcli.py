@@ -47,13 +47,13 @@ def save_report(name, report):
 
 
 def lab(env, *args, timeout=600, input_text=None):
-    """Run the lab's command line. On a timeout every process it started is killed (it runs in a session
-    of its own), so nothing is left behind to hold the lab, and subprocess.TimeoutExpired is raised."""
+    """Run the lab's command line. On a timeout, or when the test run is interrupted, every process it started is
+    killed (it runs in a session of its own), so nothing is left behind to hold the lab, and the exception goes on."""
     with subprocess.Popen([LAB] + list(args), env=env, stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True) as process:
         try:
             stdout, stderr = process.communicate(input_text, timeout=timeout)
-        except subprocess.TimeoutExpired:
+        except BaseException:  # a timeout, or the run interrupted (KeyboardInterrupt): nothing of it may outlive it
             os.killpg(process.pid, signal.SIGKILL)
             process.communicate()
             raise

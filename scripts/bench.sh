@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# make bench: bring up a lab and measure what each step of a cluster's life costs (tests/lab/tests/bench_lifecycle.py).
+# Prints one table, and writes it as Markdown and its figures as JSON to
+# $KUBEHA_REPORT_DIR/bench-TIME-COMMIT.{md,json} (default /var/tmp/kubeha-gce/reports), so two commits can be compared.
+# Needs root, as the lab does; takes about 20 minutes. Not part of make test.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [[ $EUID -ne 0 ]]; then
+    echo "make bench needs root: the lab boots machines in network namespaces" >&2
+    exit 1
+fi
+venv=$("$root/scripts/bootstrap.sh" </dev/null)
+export PATH=$venv/bin:$PATH VIRTUAL_ENV=$venv
+commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n $(git -C "$root" status --porcelain 2>/dev/null) ]]; then
+    commit+=-modified
+fi
+KUBEHA_BENCH_STAMP=$(date -u +%Y%m%dT%H%M%S)-$commit
+export KUBEHA_BENCH_STAMP
+# The lab's state (machines' disks, etcd's data) lives in a directory of this run, removed at the end.
+work=$(mktemp -d /var/tmp/kubeha-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+cd "$root/tests/lab"
+# A skipped benchmark is a failed one.
+KUBEHA_NO_SKIPS=1 python -m pytest -p no:cacheprovider -q --durations=0 --basetemp="$work/pytest" tests/bench_lifecycle.py

@@ -1,0 +1,388 @@
+# Copyright (c) kubeha.gce contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Running the lifecycle playbooks in a lab as a user runs them, and measuring each step: the ``life`` fixture of
+test_lifecycle.py and of the benchmark (bench_lifecycle.py).
+
+Each playbook runs as ``tests/lab/lab exec -- ansible-playbook playbooks/X.yml -e ...``. A background writer puts a
+key into etcd every 200 ms, and a poller asks the reserved address for /readyz every 200 ms; their failures are
+reported per step. With ``measure`` on, each step also counts its tasks, its Compute Engine calls (reads, mutating,
+token exchanges, from the simulator's request log) and its SSH round trips (ansible's ssh runs, counted by a
+wrapper).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from kubeha_lab.sim.faults import is_mutating
+from labcli import LAB, control, lab
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+CLUSTER = "k"
+NETWORK = "lab"  # the custom network of `lab up --network custom`, with a subnetwork of the same name per region
+
+# Inside the lab: GET a URL over TLS checked against a CA.
+FETCH = """
+import json, ssl, sys, urllib.request
+url, ca = sys.argv[1:3]
+context = ssl.create_default_context(cafile=ca)
+try:
+    with urllib.request.urlopen(url, context=context, timeout=10) as answer:
+        print(json.dumps({"status": answer.status, "body": answer.read().decode()}))
+except Exception as exc:
+    print(json.dumps({"status": -1, "body": str(exc)}))
+"""
+
+
+class Lifecycle:
+    """Runs the playbooks in the lab and keeps what each step cost."""
+
+    def __init__(self, env, tmp_path, measure=False):
+        self.env = env
+        self.tmp = tmp_path
+        self.measure = measure
+        self.ssh_log = tmp_path / "ssh-runs.log"
+        if measure:
+            # Every ssh that ansible runs (a connection, or a session over its kept connection, also those that sftp
+            # and scp start) leaves a line: the ssh first on the PATH counts, then runs the real one.
+            real = shutil.which("ssh")
+            bin_dir = tmp_path / "counted-bin"
+            bin_dir.mkdir()
+            (bin_dir / "ssh").write_text('#!/bin/sh\necho "$$" >> %s\nexec %s "$@"\n' % (self.ssh_log, real))
+            (bin_dir / "ssh").chmod(0o755)
+            self.env = dict(env, PATH="%s%s%s" % (bin_dir, os.pathsep, env.get("PATH", os.defpath)))
+        self.steps = []
+        self.writer = None
+        self.writer_log = tmp_path / "writes.jsonl"
+        self.api_log = tmp_path / "api-polls.jsonl"
+        self.api_poller = None
+        self.members_via = "k-master"
+
+    def command(self, name, *extra, env_unset=()):
+        """``tests/lab/lab`` arguments that run playbook ``name`` as a user runs it."""
+        command = ["exec", "--"]
+        if env_unset:
+            command += ["env"] + ["-u%s" % n for n in env_unset]
+        command += ["ansible-playbook", os.path.join(REPO, "playbooks", "%s.yml" % name), "-e", "cluster_name=%s" % CLUSTER,
+                    "-e", "kubeha_ca_cert_file=%s" % (self.tmp / "ca.crt")]
+        for item in extra:
+            command += [item] if item.startswith("--") else ["-e", item]  # --check, --diff; otherwise a variable
+        return command
+
+    def playbook(self, name, *extra, env_unset=()):
+        return lab(self.env, *self.command(name, *extra, env_unset=env_unset), timeout=1800)
+
+    def replica_vm(self, name, zone, state, **options):
+        """A VM of the cluster made or deleted with gce_master_replica alone: no etcd, no control plane."""
+        done = lab(self.env, "exec", "--", "ansible", "localhost", "-m", "kubeha.gce.gce_master_replica", "-a",
+                   json.dumps(dict(options, cluster_name=CLUSTER, name=name, zone=zone, state=state, network=NETWORK,
+                                   subnetwork=NETWORK)), timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+
+    def _while_running(self, name, extra, log_name, until, act):
+        """Run a playbook, and ``act(process)`` once, as soon as ``until()`` holds while it runs; ``act`` returns
+        whether to stop watching. Returns (acted, exit code, what it printed, when it started)."""
+        started = time.time()
+        acted = False
+        with open(self.tmp / log_name, "w", encoding="utf-8") as log:
+            process = subprocess.Popen([LAB] + self.command(name, *extra), env=self.env, stdout=log,  # pylint: disable=consider-using-with
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            try:
+                while process.poll() is None and time.time() - started < 1800:
+                    if not acted and until():
+                        acted = True
+                        if act(process):
+                            break
+                    time.sleep(0.5)
+                process.wait(timeout=1800)
+            finally:
+                # The run is over, or the test failed or was interrupted while it ran: nothing of it may outlive it.
+                if process.poll() is None:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+        return acted, process.returncode, (self.tmp / log_name).read_text(), started
+
+    def interrupted(self, title, name, until, *extra):
+        """Start a playbook and kill it, every process of it at once (SIGKILL), as soon as ``until()`` holds."""
+        killed, code, output, started = self._while_running(name, extra, "interrupted.log", until,
+                                                            lambda process: os.killpg(process.pid, signal.SIGKILL) or True)
+        assert killed, "%s: the run ended (exit %s) before it could be stopped:\n%s" % (title, code, output[-3000:])
+        self.steps.append({"step": title, "playbook": name, "args": list(extra), "wall_s": round(time.time() - started, 1),
+                           "changed": None, "killed": True, "started": started, "ended": time.time()})
+
+    def zone_fails_during(self, title, name, zone, when, *extra):
+        """Start a playbook and take ``zone`` down as soon as ``when()`` holds; the run must stop without changing
+        the etcd membership. Returns what it printed."""
+        members = self.members()
+        downed, code, output, started = self._while_running(
+            name, extra, "zone-failed.log", when,
+            lambda process: control(self.env, "POST", "zones/%s/down" % zone) and False)
+        assert downed and code != 0, "%s: exit %s, zone taken down: %s\n%s" % (title, code, downed, output[-3000:])
+        assert self.members() == members, title
+        self.steps.append({"step": title, "playbook": name, "args": list(extra), "wall_s": round(time.time() - started, 1),
+                           "changed": None, "stopped": "zone %s down" % zone, "started": started, "ended": time.time()})
+        return output
+
+    def step(self, title, name, *extra, expect_changed=None):
+        if self.measure:
+            control(self.env, "DELETE", "requests")
+            self.ssh_log.write_text("")
+        started = time.time()
+        run = self.playbook(name, *extra)
+        ended = time.time()
+        assert run.returncode == 0, "%s failed:\n%s" % (title, failure(run))
+        counts = recap(run)["localhost"]
+        self.steps.append({"step": title, "playbook": name, "args": list(extra), "wall_s": round(ended - started, 1),
+                           "changed": counts["changed"], "started": started, "ended": ended})
+        if self.measure:
+            self.steps[-1].update(self.costs(run))
+        if expect_changed == 0:
+            assert counts["changed"] == 0, "%s changed something:\n%s" % (title, changed_tasks(run))
+        return run
+
+    def event(self, title, action, seconds):
+        """Something done to the cluster from outside (``action()``), watched for ``seconds`` by the writer and the
+        poller as a step is."""
+        started = time.time()
+        action()
+        time.sleep(max(0.0, started + seconds - time.time()))
+        self.steps.append({"step": title, "playbook": None, "args": [], "wall_s": round(time.time() - started, 1),
+                           "changed": None, "event": True, "started": started, "ended": time.time()})
+
+    def costs(self, run):
+        """What the last playbook run cost: tasks, Compute Engine calls and SSH runs (with ``measure`` on)."""
+        requests = control(self.env, "GET", "requests")["requests"]
+        calls = [r for r in requests if r["method"] != "token"]
+        tokens = len(requests) - len(calls)
+        return {"tasks": sum(1 for line in run.stdout.splitlines() if line.startswith("TASK [")),
+                "gce_reads": sum(1 for r in calls if not is_mutating(r["method"])),
+                "gce_mutating": sum(1 for r in calls if is_mutating(r["method"])),
+                "token_exchanges": tokens,
+                "ssh_runs": len(self.ssh_log.read_text().splitlines())}
+
+    def stopped(self, title, name, message, *extra):
+        """A run that must stop midway with ``message``, before it changes the etcd membership."""
+        members = self.members()
+        run = self.playbook(name, *extra)
+        assert run.returncode != 0, "%s did not stop" % title
+        assert message in run.stdout, "%s: %r not in\n%s" % (title, message, failure(run))
+        assert self.members() == members, title
+        self.steps.append({"step": title, "playbook": name, "args": list(extra), "stopped": message})
+
+    def refused(self, title, name, message, *extra, env_unset=()):
+        """A bad request: fails with ``message`` and changes neither the resources nor the etcd membership."""
+        resources, members = self.resources(), self.members()
+        run = self.playbook(name, *extra, env_unset=env_unset)
+        assert run.returncode != 0, "%s was not refused" % title
+        assert message in run.stdout, "%s: %r not in\n%s" % (title, message, failure(run))
+        assert "Nothing was changed" in run.stdout, failure(run)
+        assert recap(run)["localhost"]["changed"] == 0, changed_tasks(run)
+        assert self.resources() == resources, title
+        assert self.members() == members, title
+        self.steps.append({"step": title, "playbook": name, "args": list(extra), "refused": message})
+
+    # -- what there is ---------------------------------------------------------------------------
+    def resources(self):
+        return control(self.env, "GET", "resources")["resources"]
+
+    def network(self):
+        return control(self.env, "GET", "network")
+
+    def instance(self, name):
+        return next((i for i in self.network()["instances"] if i["name"] == name), None)
+
+    def address(self):
+        return next(r for p, r in self.resources().items() if p.endswith("/addresses/k-master-ip"))["address"]
+
+    def fetch(self, url):
+        """GET ``url`` from the lab's namespace (outside the VPC, as a user is), checked against the cluster CA."""
+        done = lab(self.env, "exec", "--", sys.executable, "-c", FETCH, url, str(self.tmp / "ca.crt"), "", "")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    def ssh_command(self, name, command):
+        """``ssh`` to a replica's external IP as it is now (as the collection does). The IP can move while
+        a playbook runs (the reserved address goes to the load balancer, which forwards only the API
+        port), so connecting and a silent connection both give up after seconds instead of hanging."""
+        return ["exec", "--", "ssh", "-i", os.path.join(self.env["KUBEHA_LAB_STATE"], "ssh", "id_ed25519"),
+                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5",
+                "-o", "ServerAliveCountMax=3", "kubeha@%s" % self.instance(name)["nat_ip"], command]
+
+    def ssh(self, command, name="k-master", check=True, timeout=120):
+        """Run ``command`` on a replica over SSH."""
+        done = lab(self.env, *self.ssh_command(name, command), timeout=timeout)
+        if check:
+            assert done.returncode == 0, "%s on %s: %s" % (command, name, done.stderr)
+        return done
+
+    def members(self):
+        """The etcd membership (IDs, names, peer URLs, learner or not), read on ``members_via``: the first
+        replica, which this test never crashes or removes. Internal IPs are not reachable from outside the VPC."""
+        if self.instance(self.members_via) is None:
+            return None
+        done = self.ssh("sudo etcdctl --endpoints https://127.0.0.1:2379 --cacert /etc/kubernetes/pki/etcd/ca.crt "
+                        "--cert /etc/kubernetes/pki/apiserver-etcd-client.crt --key /etc/kubernetes/pki/apiserver-etcd-client.key "
+                        "--command-timeout 10s member list -w json", name=self.members_via, check=False)
+        if done.returncode != 0:
+            return None  # no etcd yet
+        members = json.loads(done.stdout).get("members") or []
+        return sorted((m["ID"], m.get("name", ""), tuple(m.get("peerURLs") or []), bool(m.get("isLearner")))
+                      for m in members)
+
+    def answers_ssh(self, name):
+        return self.instance(name) is not None and self.ssh("true", name=name, check=False).returncode == 0
+
+    def wait_ssh(self, name, limit=300):
+        """Until replica ``name`` answers over SSH."""
+        deadline = time.time() + limit
+        while self.instance(name) is None or self.ssh("true", name=name, check=False).returncode != 0:
+            assert time.time() < deadline, "%s did not answer over SSH within %ds" % (name, limit)
+            time.sleep(3)
+
+    def readyz(self):
+        return self.fetch("https://%s/readyz?verbose" % self.address())
+
+    # -- the background writer, on the first replica, to its etcd and the others' ----------------
+    def start_writer(self):
+        script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kubeha_lab", "etcdwriter.py")
+        with open(script, encoding="utf-8") as handle:
+            body = handle.read()
+        put = lab(self.env, *self.ssh_command("k-master", "cat > /tmp/etcdwriter.py"), input_text=body)
+        assert put.returncode == 0, put.stderr
+        started = self.ssh("sudo sh -c 'nohup python3 /tmp/etcdwriter.py --endpoint https://127.0.0.1:2379 "
+                           "--ca /etc/kubernetes/pki/etcd/ca.crt --cert /etc/kubernetes/pki/apiserver-etcd-client.crt "
+                           "--key /etc/kubernetes/pki/apiserver-etcd-client.key --log /root/writes.jsonl "
+                           ">/root/writer.out 2>&1 & echo $!'")
+        self.writer = int(started.stdout.strip())
+
+    # -- a client of the API through the reserved address, from outside the VPC (the lab namespace) --------
+    def start_api_poller(self):
+        log = open(self.tmp / "api-poller.out", "w", encoding="utf-8")  # pylint: disable=consider-using-with
+        self.api_poller = subprocess.Popen(  # pylint: disable=consider-using-with
+            [LAB, "exec", "--", sys.executable, "-m", "kubeha_lab.apipoller", "--address", self.address(),
+             "--log", str(self.api_log)], env=dict(self.env, PYTHONPATH=os.path.dirname(os.path.dirname(
+                 os.path.abspath(__file__)))), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+        log.close()
+
+    def stop_api_poller(self):
+        if self.api_poller is None:
+            return
+        os.killpg(self.api_poller.pid, signal.SIGTERM)
+        try:
+            self.api_poller.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.api_poller.pid, signal.SIGKILL)
+            self.api_poller.wait()
+        self.api_poller = None
+
+    def polls(self):
+        if not self.api_log.exists():
+            return []
+        return sorted((json.loads(line) for line in self.api_log.read_text().splitlines() if line.strip()),
+                      key=lambda p: p["at"])
+
+    def stop_writer(self):
+        """Stop the writer (by the PID it was started with) and keep its log."""
+        if self.writer is None or self.instance("k-master") is None:
+            return
+        self.ssh("sudo kill %d; sleep 1; sudo cat /root/writes.jsonl" % self.writer, check=False)
+        done = self.ssh("sudo cat /root/writes.jsonl", check=False)
+        self.writer_log.write_text(done.stdout)
+        self.writer = None
+
+    def writes(self):
+        if not self.writer_log.exists():
+            return []
+        return [json.loads(line) for line in self.writer_log.read_text().splitlines() if line.strip()]
+
+    def report(self):
+        writes, polls = self.writes(), self.polls()
+        for step in self.steps:
+            if "started" not in step:
+                continue
+            during = [w for w in writes if step["started"] <= w["at"] < step["ended"]]
+            step["writes"] = len(during)
+            step["failed_writes"] = sum(1 for w in during if not w["ok"])
+            step["first_errors"] = [w["error"] for w in during if not w["ok"]][:3]
+            asked = [p for p in polls if step["started"] <= p["at"] < step["ended"]]
+            step["polls"] = len(asked)
+            step["failed_polls"] = sum(1 for p in asked if not p["ok"])
+            step["api_window_s"] = longest_window(asked)
+            step["write_gap_s"] = longest_gap(writes, step["started"], step["ended"])
+        return {"cluster": CLUSTER, "steps": self.steps, "writes": len(writes),
+                "failed_writes": sum(1 for w in writes if not w["ok"]), "polls": len(polls),
+                "failed_polls": sum(1 for p in polls if not p["ok"])}
+
+
+def recap(run):
+    """PLAY RECAP counts per host."""
+    counts = {}
+    for line in run.stdout.splitlines():
+        match = re.match(r"^(\S+)\s+:\s+(ok=.*)$", line)
+        if match:
+            counts[match.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(2))}
+    return counts
+
+
+def changed_tasks(run):
+    lines = run.stdout.splitlines()
+    tasks, task = [], None
+    for line in lines:
+        if line.startswith(("TASK [", "RUNNING HANDLER [")):
+            task = line
+        elif line.startswith("changed:") and task and task not in tasks:
+            tasks.append(task)
+    return "\n".join(tasks) or failure(run)
+
+
+def failure(run):
+    return run.stdout[-6000:] + run.stderr[-2000:]
+
+
+def longest_gap(writes, start, end):
+    """The longest time between two successful writes (each write starts when the one before ended) around and
+    within [start, end): a write that hangs and then succeeds counts as the stall it is."""
+    times = [w["at"] for w in writes if w["ok"]]
+    before = [t for t in times if t < start][-1:]
+    after = [t for t in times if t >= end][:1]
+    around = before + [t for t in times if start <= t < end] + after
+    return round(max((b - a for a, b in zip(around, around[1:])), default=0.0), 2)
+
+
+def longest_window(polls):
+    """The longest time in which no poll was answered ready: from the last answered one before to the first after."""
+    longest, last_ok, failing = 0.0, None, False
+    for poll in polls:
+        if poll["ok"]:
+            if failing and last_ok is not None:
+                longest = max(longest, poll["at"] - last_ok)
+            last_ok, failing = poll["at"], False
+        else:
+            failing = True
+    if failing and last_ok is not None:
+        longest = max(longest, polls[-1]["at"] - last_ok)
+    return round(longest, 2)
+
+
+@pytest.fixture
+def life(lab_env, tmp_path, request):
+    # A custom-mode network with no firewall rule but the cluster's own, as production networks are.
+    assert lab(lab_env, "up", "--network", "custom").returncode == 0
+    # status hands its state to workflows with set_stats; show it, so the test sees what a workflow gets.
+    life = Lifecycle(dict(lab_env, ANSIBLE_SHOW_CUSTOM_STATS="true"), tmp_path,
+                     measure=request.node.get_closest_marker("bench") is not None)
+    yield life
+    life.stop_writer()
+    life.stop_api_poller()
