@@ -345,6 +345,18 @@ summary() {
     fi
 }
 
+# Record stage NAME's result from its exit code RC (its DURATION is set).
+record_result() {
+    local name=$1 rc=$2
+    if [[ $rc -eq 0 ]]; then
+        RESULT[$name]=passed
+        log "stage $name passed in ${DURATION[$name]}s"
+    else
+        RESULT[$name]=failed
+        log "stage $name FAILED (exit $rc) after ${DURATION[$name]}s"
+    fi
+}
+
 run_stage() {
     local name=$1 start rc
     echo
@@ -355,13 +367,7 @@ run_stage() {
     rc=$?
     set -e
     DURATION[$name]=$(elapsed "$start")
-    if [[ $rc -eq 0 ]]; then
-        RESULT[$name]=passed
-        log "stage $name passed in ${DURATION[$name]}s"
-    else
-        RESULT[$name]=failed
-        log "stage $name FAILED (exit $rc) after ${DURATION[$name]}s"
-    fi
+    record_result "$name" "$rc"
 }
 
 # Start stage NAME in the background, in a process group of its own, its output to a log in WORK_DIR;
@@ -370,6 +376,7 @@ start_beside() {
     local name=$1
     echo
     echo "==================== stage: $name (beside the other stages; its output follows theirs) ===================="
+    printf '%s\n' "$EPOCHREALTIME" >"$WORK_DIR/stage-$name.start"
     set -m
     (
         set +e
@@ -380,7 +387,6 @@ start_beside() {
     ) </dev/null >"$WORK_DIR/stage-$name.log" 2>&1 &
     BESIDE_PID[$name]=$!
     set +m
-    printf '%s\n' "$EPOCHREALTIME" >"$WORK_DIR/stage-$name.start"
 }
 
 finish_beside() {
@@ -399,13 +405,7 @@ finish_beside() {
         end=$EPOCHREALTIME rc=1
     fi
     DURATION[$name]=$(awk -v start="$start" -v end="$end" 'BEGIN { printf "%.1f", end - start }')
-    if [[ $rc -eq 0 ]]; then
-        RESULT[$name]=passed
-        log "stage $name passed in ${DURATION[$name]}s"
-    else
-        RESULT[$name]=failed
-        log "stage $name FAILED (exit $rc) after ${DURATION[$name]}s"
-    fi
+    record_result "$name" "$rc"
 }
 
 # Whether stage NAME runs beside the others in this run.
