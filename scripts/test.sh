@@ -179,6 +179,12 @@ stage_build() {
     tarballs=("$out"/"$COLLECTION_NAMESPACE-$COLLECTION_NAME"-*.tar.gz)
     [[ ${#tarballs[@]} -eq 1 && -f ${tarballs[0]} ]] || die "expected one collection tarball in $out"
     tarball=${tarballs[0]}
+    # The release holds the collection, not the suite's tooling (galaxy.yml's build_ignore).
+    local contents shipped
+    contents=$(tar -tzf "$tarball")
+    shipped=$(grep -E '^(tests/(lab|etcd)/|tests/(requirements|constraints)\.txt$|extensions/molecule/|scripts/)' <<<"$contents" || true)
+    [[ -z $shipped ]] || die "the tarball holds the suite's tooling: $(head -n 5 <<<"$shipped" | tr '\n' ' ')"
+    grep -q '^tests/unit/plugins/' <<<"$contents" || die "the tarball holds no unit tests"
     ansible-galaxy collection install --offline -p "$installed" "$tarball"
 
     # Only the installed tarball may satisfy the lookups below.
