@@ -24,13 +24,13 @@ import os
 import pytest
 
 from labcli import REPORT_DIR, control
+from lifecycle_lab import ETCDCTL
 
 pytestmark = [pytest.mark.machines, pytest.mark.bench,
               pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")]
 
-ETCDCTL = ("sudo ETCDCTL_API=3 etcdctl --endpoints https://127.0.0.1:2379 --cacert /etc/kubernetes/pki/etcd/ca.crt "
-           "--cert /etc/kubernetes/pki/apiserver-etcd-client.crt --key /etc/kubernetes/pki/apiserver-etcd-client.key "
-           "--command-timeout 20s")
+# etcdctl against the first replica's own etcd.
+LOCAL = ETCDCTL + " --command-timeout 20s --endpoints https://127.0.0.1:2379"
 
 # (no-op step, the step that did the work)
 NO_OP_RATIOS = [
@@ -43,7 +43,7 @@ NO_OP_RATIOS = [
 
 def etcd(life, command):
     """etcdctl on the first replica, against its etcd."""
-    return life.ssh("%s %s" % (ETCDCTL, command)).stdout
+    return life.ssh("%s %s" % (LOCAL, command)).stdout
 
 
 def db_size_mib(life):
@@ -58,27 +58,29 @@ def fill(life, mib):
     count = max(0, int((mib - have) / 0.9) + 1)
     if count:
         life.ssh("for i in $(seq %d); do head -c 700000 /dev/urandom | base64 -w0 | %s put /kubeha-bench/$i-%d "
-                 ">/dev/null || exit 1; done" % (count, ETCDCTL, int(have)), timeout=1200)
+                 ">/dev/null || exit 1; done" % (count, LOCAL, int(have)), timeout=1200)
     return db_size_mib(life)
+
+
+def on_every_member(life, command):
+    """etcdctl on the first replica against every member's client URL; returns (the members, what it printed)."""
+    members = json.loads(etcd(life, "member list -w json"))["members"]
+    urls = ",".join(u for m in members for u in m["clientURLs"])
+    return members, life.ssh("%s --command-timeout 20s --endpoints %s %s" % (ETCDCTL, urls, command)).stdout
 
 
 def leader(life):
     """The leader's (name, hex ID), read through the first replica."""
-    members = json.loads(etcd(life, "member list -w json"))["members"]
-    urls = ",".join(u for m in members for u in m["clientURLs"])
-    status = json.loads(life.ssh("%s --endpoints %s endpoint status -w json" % (ETCDCTL, urls)).stdout)
-    leader_id = status[0]["Status"]["leader"]
-    name = next(m["name"] for m in members if m["ID"] == leader_id)
-    return name, "%x" % leader_id
+    members, printed = on_every_member(life, "endpoint status -w json")
+    leader_id = json.loads(printed)[0]["Status"]["leader"]
+    return next(m["name"] for m in members if m["ID"] == leader_id), "%x" % leader_id
 
 
 def make_leader(life, name):
     """Move etcd's leadership to member ``name``."""
     members = json.loads(etcd(life, "member list -w json"))["members"]
-    urls = ",".join(u for m in members for u in m["clientURLs"])
-    target = next(m["ID"] for m in members if m["name"] == name)
     if leader(life)[0] != name:
-        life.ssh("%s --endpoints %s move-leader %x" % (ETCDCTL, urls, target))
+        on_every_member(life, "move-leader %x" % next(m["ID"] for m in members if m["name"] == name))
     assert leader(life)[0] == name
 
 

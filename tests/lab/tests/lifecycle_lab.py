@@ -44,6 +44,11 @@ except Exception as exc:
 """
 
 
+# etcdctl on a replica, with the API server's etcd client certificate (add --endpoints).
+ETCDCTL = ("sudo etcdctl --cacert /etc/kubernetes/pki/etcd/ca.crt --cert /etc/kubernetes/pki/apiserver-etcd-client.crt "
+           "--key /etc/kubernetes/pki/apiserver-etcd-client.key")
+
+
 class Lifecycle:
     """Runs the playbooks in the lab and keeps what each step cost."""
 
@@ -231,9 +236,8 @@ class Lifecycle:
         replica, which this test never crashes or removes. Internal IPs are not reachable from outside the VPC."""
         if self.instance(self.members_via) is None:
             return None
-        done = self.ssh("sudo etcdctl --endpoints https://127.0.0.1:2379 --cacert /etc/kubernetes/pki/etcd/ca.crt "
-                        "--cert /etc/kubernetes/pki/apiserver-etcd-client.crt --key /etc/kubernetes/pki/apiserver-etcd-client.key "
-                        "--command-timeout 10s member list -w json", name=self.members_via, check=False)
+        done = self.ssh("%s --endpoints https://127.0.0.1:2379 --command-timeout 10s member list -w json" % ETCDCTL,
+                        name=self.members_via, check=False)
         if done.returncode != 0:
             return None  # no etcd yet
         members = json.loads(done.stdout).get("members") or []
