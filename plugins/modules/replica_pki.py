@@ -179,6 +179,13 @@ changed_leaves:
   type: list
   elements: str
   sample: [apiserver]
+earliest_expiry:
+  description:
+    - The earliest expiry (ISO 8601) of the requested certificates, before and after the run, so that it covers
+      a certificate that was issued again but not yet written to the replica. Null when nothing is known.
+  returned: when O(replica) is given
+  type: str
+  sample: "2027-12-04T23:10:00+00:00"
 kubeconfigs:
   description: Kubeconfig files (YAML text) for the controller-manager and the scheduler, with their client certificates.
   returned: when O(replica) is given and not in check mode
@@ -235,7 +242,10 @@ def run(module: AnsibleModule) -> dict:
                 for name, user in KUBECONFIGS.items() if name in leaves
             }
     changed = [n for n in wanted if leaves[n]["reissued"]]
-    result.update(leaves=leaves, changed_leaves=changed, changed=result["changed"] or bool(changed))
+    expiries = [side["not_after"] for n in wanted for side in (leaves[n]["before"], leaves[n]["after"])
+                if side and side.get("not_after")]
+    result.update(leaves=leaves, changed_leaves=changed, changed=result["changed"] or bool(changed),
+                  earliest_expiry=min(expiries) if expiries else None)
     if module._diff:
         result["diff"] = {"before": {n: leaves[n]["before"] for n in wanted},
                           "after": {n: leaves[n]["after"] for n in wanted}}

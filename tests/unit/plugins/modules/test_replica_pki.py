@@ -55,6 +55,7 @@ def test_issues_the_replica_set_with_the_designed_names(ca):
     assert api["dns_names"] == sorted(["k-master-c1x", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
                                        "kubernetes.default.svc.cluster.local"])
     assert api["usages"] == ["server"]
+    assert result["earliest_expiry"] == min(leaf["after"]["not_after"] for leaf in result["leaves"].values())
     peer = result["leaves"]["etcd-peer"]["after"]
     assert peer["ip_addresses"] == ["10.132.0.3", "127.0.0.1"] and peer["dns_names"] == ["k-master-c1x", "localhost"]
     assert peer["usages"] == ["client", "server"]
