@@ -94,6 +94,15 @@ class Lifecycle:
                                    subnetwork=NETWORK)), timeout=600)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
 
+    def drop_from_load_balancer(self, name, zone):
+        """Take a replica out of the load balancer's instance group behind the collection's back, with the Compute API."""
+        script = ("import os, sys\nfrom kubeha_lab import apiclient\ncompute, project = apiclient.client(), os.environ['GCP_PROJECT']\n"
+                  "apiclient.done(compute, compute.instanceGroups().removeInstances(project=project, zone=sys.argv[2], "
+                  "instanceGroup=sys.argv[3], body={'instances': [{'instance': 'projects/%s/zones/%s/instances/%s' % "
+                  "(project, sys.argv[2], sys.argv[1])}]}).execute())\n")
+        done = lab(self.env, "exec", "--", sys.executable, "-c", script, name, zone, "%s-master" % CLUSTER)
+        assert done.returncode == 0, done.stderr[-3000:]
+
     def _while_running(self, name, extra, log_name, until, act):
         """Run a playbook, and ``act(process)`` once, as soon as ``until()`` holds while it runs; ``act`` returns
         whether to stop watching. Returns (acted, exit code, what it printed, when it started)."""
@@ -224,9 +233,9 @@ class Lifecycle:
                 "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5",
                 "-o", "ServerAliveCountMax=3", "kubeha@%s" % self.instance(name)["nat_ip"], command]
 
-    def ssh(self, command, name="k-master", check=True, timeout=120):
-        """Run ``command`` on a replica over SSH."""
-        done = lab(self.env, *self.ssh_command(name, command), timeout=timeout)
+    def ssh(self, command, name="k-master", check=True, timeout=120, input_text=None):
+        """Run ``command`` on a replica over SSH (with ``input_text`` on its standard input)."""
+        done = lab(self.env, *self.ssh_command(name, command), timeout=timeout, input_text=input_text)
         if check:
             assert done.returncode == 0, "%s on %s: %s" % (command, name, done.stderr)
         return done

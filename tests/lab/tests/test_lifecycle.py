@@ -117,7 +117,28 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     life.step("recover k-master-d as a new member", "recover", "zone=europe-west1-d", "recover_mode=replace")
     replaced = {m[1]: m[0] for m in life.members()}
     assert set(replaced) == {"k-master", "k-master-c", "k-master-d"} and replaced["k-master-d"] != before["k-master-d"]
-    life.step("replicate again after the recoveries", "replicate", "zone=europe-west1-c,europe-west1-d", expect_changed=0)
+    again = life.step("replicate again after the recoveries", "replicate", "zone=europe-west1-c,europe-west1-d",
+                      expect_changed=0)
+    # Every replica is as its stamp says: none is converged again.
+    assert "kubeha.gce.control_plane :" not in again.stdout and "kubeha.gce.pki :" not in again.stdout, again.stdout[-4000:]
+
+    # -- drift behind the collection's back: a changed file, a stopped service, a wrong certificate and a missing
+    # load balancer member are each found and put right by one re-run -----------------------------------------
+    life.ssh("sudo sh -c 'echo \"# drift\" >> /etc/gce.conf'", name="k-master-c")
+    life.ssh("sudo systemctl stop kube-scheduler", name="k-master-d")
+    wrong = life.ssh("sudo cat /etc/kubernetes/pki/apiserver.crt", name="k-master-c").stdout
+    life.ssh("sudo tee /etc/kubernetes/pki/apiserver.crt > /dev/null", input_text=wrong)
+    life.drop_from_load_balancer("k-master-d", "europe-west1-d")
+    fixed = life.step("replicate again after four faults", "replicate", "zone=europe-west1-c,europe-west1-d")
+    for why in ("k-master: pki: /etc/kubernetes/pki/apiserver.crt changed", "k-master-c: services: /etc/gce.conf changed",
+                "k-master-d: services: service kube-scheduler is inactive enabled"):
+        assert why.replace(": ", "\": \"", 1) in fixed.stdout, (why, fixed.stdout[-4000:])
+    assert "drift" not in life.ssh("cat /etc/gce.conf", name="k-master-c").stdout
+    assert life.ssh("systemctl is-active kube-scheduler", name="k-master-d").stdout.strip() == "active"
+    sans = life.ssh("openssl x509 -noout -ext subjectAltName -in /etc/kubernetes/pki/apiserver.crt").stdout
+    assert "DNS:k-master," in sans and "k-master-c" not in sans, sans
+    [rule] = life.network()["forwarding_rules"]
+    assert sorted(m["name"] for m in rule["members"]) == ["k-master", "k-master-c", "k-master-d"]
     life.step("replicate again, in check mode with diff", "replicate", "zone=europe-west1-c,europe-west1-d", "--check", "--diff",
               expect_changed=0)
 
