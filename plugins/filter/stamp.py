@@ -10,6 +10,7 @@ import json
 import os
 import typing as t
 
+import yaml
 from ansible.errors import AnsibleFilterError
 
 # The collection's own files that decide what its roles do: a new version of them converges every replica again.
@@ -69,30 +70,64 @@ def stamp_digest(value: t.Any, trees: t.Sequence[str] = ()) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def stamp_report(results: t.Sequence[t.Mapping[str, t.Any]], etcd_members: t.Sequence[t.Mapping[str, t.Any]]) -> dict[str, t.Any]:
+def stamp_report(results: t.Sequence[t.Mapping[str, t.Any]], etcd_members: t.Sequence[t.Mapping[str, t.Any]],
+                 certificates_only: t.Container[str] = ()) -> dict[str, t.Any]:
     """Which replicas are as they were converged, from a loop of replica_stamp_info over them, and why the others are not.
 
-    A replica is current when every part compared is current and it is a voting etcd member; a read that failed
-    (no SSH answer, no stamp module result) counts as not current.
+    A replica is current when every part compared is current and it is a healthy voting etcd member whose peer URL
+    is at its internal IP; a comparison that failed or did not reach the replica counts as not current. For the
+    replicas in certificates_only (those a run converges only the certificates of), only the ``pki`` part counts;
+    how their other parts drifted since they were converged (not new inputs) is in ``not_converged``.
     """
-    voters = {m.get("name") for m in etcd_members if not m.get("is_learner")}
-    current, why = [], {}
+    current, why, not_converged = [], {}, {}
     for result in results:
-        name = (result.get("item") or {}).get("name")
+        replica = result.get("item") or {}
+        name = replica.get("name")
+        member = next((m for m in etcd_members if m.get("name") == name), None)
+        peer = "https://%s:" % replica.get("internal_ip")
+        parts = result.get("parts") or {}
+        counted = {p: r for p, r in parts.items() if name not in certificates_only or p == "pki"}
+        others = {p: r for p, r in parts.items() if p not in counted and r.get("drift")}
+        if others:
+            not_converged[name] = _differences(others)
         if "current" not in result:
             why[name] = "could not be compared: %s" % (result.get("msg") or "no answer")
-        elif not result["current"]:
-            why[name] = "; ".join("%s: %s" % (part, ", ".join(r["differences"]))
-                                  for part, r in sorted(result["parts"].items()) if not r["current"])
-        elif name not in voters:
+        elif not all(r["current"] for r in counted.values()):
+            why[name] = _differences({p: r for p, r in counted.items() if not r["current"]})
+        elif member is None or member.get("is_learner"):
             why[name] = "it is not a voting etcd member"
+        elif not member.get("healthy"):
+            why[name] = "its etcd member is not healthy"
+        elif not any(url.startswith(peer) for url in member.get("peer_urls") or []):
+            why[name] = "its etcd member's peer URLs %s are not at its internal IP" % ", ".join(member.get("peer_urls") or [])
         else:
             current.append(name)
-    return {"current": current, "why": why}
+    return {"current": current, "why": why, "not_converged": not_converged}
+
+
+def _differences(parts: t.Mapping[str, t.Mapping[str, t.Any]]) -> str:
+    return "; ".join("%s: %s" % (part, ", ".join(r["differences"])) for part, r in sorted(parts.items()))
+
+
+def role_options(roles: t.Sequence[str]) -> list[str]:
+    """The options of the collection's roles: what their argument specs (main entry point) declare, or, for a role
+    without one, the variables of its defaults."""
+    names: list[str] = []
+    for role in roles:
+        base = os.path.join(_COLLECTION, "roles", role)
+        specs, defaults = os.path.join(base, "meta", "argument_specs.yml"), os.path.join(base, "defaults", "main.yml")
+        path = specs if os.path.exists(specs) else defaults
+        try:
+            with open(path, encoding="utf-8") as handle:
+                loaded = yaml.safe_load(handle)
+            names.extend(sorted(loaded["argument_specs"]["main"]["options"] if path == specs else loaded))
+        except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
+            raise AnsibleFilterError("role_options: cannot read the options of role %s from %s: %s" % (role, path, exc)) from exc
+    return names
 
 
 class FilterModule:
     """What a replica is converged with."""
 
     def filters(self) -> dict[str, t.Callable[..., t.Any]]:
-        return {"stamp_digest": stamp_digest, "stamp_report": stamp_report}
+        return {"stamp_digest": stamp_digest, "stamp_report": stamp_report, "role_options": role_options}

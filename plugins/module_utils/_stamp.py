@@ -35,7 +35,7 @@ ARGUMENT_SPEC: dict[str, t.Any] = dict(
     renew_before_days=dict(type="int", default=30),
 )
 
-_PART_KEYS = {"inputs": str, "paths": list, "units": list, "expires": (str, type(None))}
+_PART_KEYS = {"inputs": str, "paths": list, "exclude": list, "units": list, "expires": (str, type(None))}
 
 
 def parts_from(value: t.Mapping[str, t.Any]) -> dict[str, dict[str, t.Any]]:
@@ -50,8 +50,9 @@ def parts_from(value: t.Mapping[str, t.Any]) -> dict[str, dict[str, t.Any]]:
         unknown = sorted(set(spec) - set(_PART_KEYS))
         if unknown:
             raise StampError("part %s: unknown keys %s (known: %s)" % (name, ", ".join(unknown), ", ".join(sorted(_PART_KEYS))))
-        if any(not os.path.isabs(p) for p in spec.get("paths") or []):
-            raise StampError("part %s: paths must be absolute, got %s" % (name, spec["paths"]))
+        for key in ("paths", "exclude"):
+            if any(not os.path.isabs(p) for p in spec.get(key) or []):
+                raise StampError("part %s: %s must be absolute, got %s" % (name, key, spec[key]))
         parts[name] = dict(spec)
     return parts
 
@@ -75,16 +76,18 @@ def _entry(path: str) -> str:
     return "file %s sha256:%s" % (owner, digest.hexdigest())
 
 
-def files_under(roots: t.Iterable[str]) -> dict[str, str]:
-    """Every file, directory and link under each root (a root may be a single file, or absent), by path."""
+def files_under(roots: t.Iterable[str], exclude: t.Iterable[str] = ()) -> dict[str, str]:
+    """Every file, directory and link under each root (a root may be a single file, or absent), by path;
+    what is under an excluded path is left out (another part covers it)."""
+    skip = set(exclude)
     found: dict[str, str] = {}
     for root in roots:
         found[root] = _entry(root)
         if not found[root].startswith("dir "):
             continue
         for top, dirs, names in os.walk(root):
-            dirs.sort()
-            for name in sorted(dirs) + sorted(names):
+            dirs[:] = sorted(d for d in dirs if os.path.join(top, d) not in skip)
+            for name in dirs + sorted(n for n in names if os.path.join(top, n) not in skip):
                 path = os.path.join(top, name)
                 found[path] = _entry(path)
     return found
@@ -98,8 +101,10 @@ def unit_states(units: t.Sequence[str], run: Runner) -> dict[str, str]:
     if rc != 0:
         raise StampError("systemctl show %s failed: %s" % (" ".join(units), (err or out).strip()))
     blocks = [dict(line.split("=", 1) for line in block.splitlines() if "=" in line) for block in out.strip().split("\n\n")]
+    by_id = {block.get("Id"): block for block in blocks}
     states = {}
-    for unit, block in zip(units, blocks):
+    for unit in units:
+        block = by_id.get(unit + ".service", {})
         states[unit] = "%s %s" % (block.get("ActiveState") or "unknown", block.get("UnitFileState") or "not-found")
     return states
 
@@ -110,7 +115,8 @@ def _part_record(spec: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
         "paths": list(spec.get("paths") or []),
         "units": list(spec.get("units") or []),
         "expires": spec.get("expires") or None,
-        "files": files_under(spec.get("paths") or []),
+        "exclude": list(spec.get("exclude") or []),
+        "files": files_under(spec.get("paths") or [], spec.get("exclude") or []),
     }
 
 
@@ -133,17 +139,25 @@ def _parse_time(value: str) -> datetime.datetime:
     return when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)
 
 
+def stale(recorded: t.Mapping[str, t.Any] | None, spec: t.Mapping[str, t.Any]) -> str | None:
+    """Why the stamp of one part says nothing of the part as it should be now (none, or for other inputs), if it does not."""
+    if not recorded:
+        return "no stamp: it was not converged by this version of the collection"
+    if recorded.get("inputs") != spec["inputs"]:
+        return "the inputs changed (settings, IPs, versions, or the collection itself)"
+    if any(recorded.get(key) != list(spec.get(key) or []) for key in ("paths", "exclude", "units")):
+        return "the files or services it covers changed"
+    return None
+
+
 def differences(recorded: t.Mapping[str, t.Any] | None, spec: t.Mapping[str, t.Any], run: Runner,
                 renew_before_days: int, now: datetime.datetime) -> list[str]:
     """What is no longer as the stamp of one part says (empty: the part is as it was converged)."""
-    if not recorded:
-        return ["no stamp: it was not converged by this version of the collection"]
-    if recorded.get("inputs") != spec["inputs"]:
-        return ["the inputs changed (settings, IPs, versions, or the collection itself)"]
-    if recorded.get("paths") != list(spec.get("paths") or []) or recorded.get("units") != list(spec.get("units") or []):
-        return ["the files or services it covers changed"]
+    why = stale(recorded, spec)
+    if why or recorded is None:
+        return [why or "no stamp"]
     found: list[str] = []
-    then, current = recorded.get("files") or {}, files_under(spec.get("paths") or [])
+    then, current = recorded.get("files") or {}, files_under(spec.get("paths") or [], spec.get("exclude") or [])
     for path in sorted(set(then) | set(current)):
         if then.get(path) != current.get(path):
             was, now_is = then.get(path, "absent"), current.get(path, "absent")
@@ -159,11 +173,16 @@ def differences(recorded: t.Mapping[str, t.Any] | None, spec: t.Mapping[str, t.A
 
 def check(path: str, parts: t.Mapping[str, t.Mapping[str, t.Any]], run: Runner, renew_before_days: int,
           now: datetime.datetime) -> dict[str, dict[str, t.Any]]:
-    recorded = read(path)
+    try:
+        recorded, unreadable = read(path), None
+    except StampError as exc:
+        recorded, unreadable = {}, str(exc)
     result = {}
     for name, spec in parts.items():
-        found = differences(recorded.get(name), spec, run, renew_before_days, now)
-        result[name] = {"current": not found, "differences": found}
+        found = [unreadable] if unreadable else differences(recorded.get(name), spec, run, renew_before_days, now)
+        # Drift: the replica changed since it was converged with these very inputs.
+        result[name] = {"current": not found, "differences": found,
+                        "drift": bool(found) and not unreadable and stale(recorded.get(name), spec) is None}
     return result
 
 
@@ -173,7 +192,10 @@ def _comparable(record: t.Mapping[str, t.Any] | None) -> t.Any:
 
 def plan(path: str, parts: t.Mapping[str, t.Mapping[str, t.Any]], now: datetime.datetime) -> tuple[dict, dict, bool]:
     """(before, after, changed): the stamp's parts now, and with the given parts recorded as they are now."""
-    before = read(path)
+    try:
+        before = read(path)
+    except StampError:
+        before = {}  # written anew
     after = dict(before)
     for name, spec in parts.items():
         record = _part_record(spec)

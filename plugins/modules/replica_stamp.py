@@ -28,7 +28,7 @@ options:
       - The parts to record, by name (the roles use C(pki) and C(services)).
       - Each is a dict with C(inputs), a non-empty digest of what the part was converged with (see the
         P(kubeha.gce.stamp_digest#filter) filter); C(paths), the absolute paths the part writes (a directory
-        covers everything under it); C(units), the systemd services that must be active and enabled; and
+        covers everything under it); C(exclude), paths under those that another part covers; C(units), the systemd services that must be active and enabled; and
         C(expires), the earliest expiry of the part's certificates (ISO 8601), if it has any.
     type: dict
     required: true

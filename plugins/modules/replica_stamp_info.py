@@ -14,6 +14,7 @@ description:
   - A part is current when it was recorded with the same inputs digest, paths and services; every file,
     directory and link under its paths is as recorded (content, mode, owner; none missing, none new); every
     service is active and enabled; and none of its certificates expires within O(renew_before_days).
+  - A replica without a stamp, or whose stamp cannot be read, is not current.
   - RV(parts) lists, for each part that is not current, what differs, so that a run can say why it converges a
     replica again.
   - Changes nothing; takes the same options as M(kubeha.gce.replica_stamp). Uses only the Python standard library
@@ -25,7 +26,7 @@ extends_documentation_fragment:
 options:
   parts:
     description:
-      - The parts to compare, by name, as given to M(kubeha.gce.replica_stamp) (C(inputs), C(paths), C(units);
+      - The parts to compare, by name, as given to M(kubeha.gce.replica_stamp) (C(inputs), C(paths), C(exclude), C(units);
         C(expires) is read from the stamp).
     type: dict
     required: true
@@ -42,19 +43,19 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Compare the replica with what it was converged to
+- name: Compare a replica with the parts that the collection's roles record (defaults of kubeha.gce.kubeha)
   kubeha.gce.replica_stamp_info:
     parts:
-      services:
-        inputs: "{{ {'version': 'v1.31.0', 'name': inventory_hostname} | kubeha.gce.stamp_digest }}"
-        paths: [/etc/kubernetes/addons, /etc/systemd/system/kube-apiserver.service]
-        units: [kube-apiserver]
+      pki: "{{ kubeha_stamp_pki }}"
+      services: "{{ kubeha_stamp_services }}"
+    renew_before_days: 45
+  delegate_to: k-master-c
   become: true
   register: stamp
 
-- name: Converge the control plane only when it is not as it was
-  ansible.builtin.include_role:
-    name: kubeha.gce.control_plane
+- name: Say what differs
+  ansible.builtin.debug:
+    msg: "{{ stamp.parts | dict2items | rejectattr('value.current') | map(attribute='value.differences') | flatten }}"
   when: not stamp.current
 """
 
@@ -64,13 +65,27 @@ current:
   returned: always
   type: bool
 parts:
-  description: For each given part, whether it is current and what differs.
+  description: For each given part, whether it is current, what differs, and whether that is drift.
   returned: always
   type: dict
   sample:
     services:
       current: false
       differences: ["/etc/gce.conf changed", "service kube-scheduler is inactive enabled"]
+      drift: true
+  contains:
+    current:
+      description: Whether the part is as it was converged.
+      type: bool
+    differences:
+      description: What differs, one sentence each.
+      type: list
+      elements: str
+    drift:
+      description:
+        - Whether the part differs although it was converged with the same inputs (a file changed, a service
+          stopped, a certificate due), as opposed to a part without a stamp or with new inputs.
+      type: bool
 """
 
 import datetime

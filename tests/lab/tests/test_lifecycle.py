@@ -125,16 +125,24 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     # -- drift behind the collection's back: a changed file, a stopped service, a wrong certificate and a missing
     # load balancer member are each found and put right by one re-run -----------------------------------------
     life.ssh("sudo sh -c 'echo \"# drift\" >> /etc/gce.conf'", name="k-master-c")
-    life.ssh("sudo systemctl stop kube-scheduler", name="k-master-d")
+    life.ssh("sudo systemctl stop kube-scheduler", name="k-master-c")
     wrong = life.ssh("sudo cat /etc/kubernetes/pki/apiserver.crt", name="k-master-c").stdout
     life.ssh("sudo tee /etc/kubernetes/pki/apiserver.crt > /dev/null", input_text=wrong)
     life.drop_from_load_balancer("k-master-d", "europe-west1-d")
+    # replicate converges the replicas it adds and the certificates of the others: a service stopped on the first
+    # replica is named, and left as it is.
+    life.ssh("sudo systemctl stop kube-controller-manager")
     fixed = life.step("replicate again after four faults", "replicate", "zone=europe-west1-c,europe-west1-d")
-    for why in ("k-master: pki: /etc/kubernetes/pki/apiserver.crt changed", "k-master-c: services: /etc/gce.conf changed",
-                "k-master-d: services: service kube-scheduler is inactive enabled"):
+    for why in ("k-master: pki: /etc/kubernetes/pki/apiserver.crt changed",
+                "k-master-c: services: /etc/gce.conf changed, service kube-scheduler is inactive enabled"):
         assert why.replace(": ", "\": \"", 1) in fixed.stdout, (why, fixed.stdout[-4000:])
+    # k-master-d, as it was converged, is not converged again; the load balancer has it again.
+    assert "k-master-d\":" not in fixed.stdout.split("Say which replicas are converged again")[1].split("TASK")[0]
+    assert "k-master: services: service kube-controller-manager is inactive enabled" in fixed.stdout, fixed.stdout[-4000:]
+    assert life.ssh("systemctl is-active kube-controller-manager", check=False).stdout.strip() == "inactive"
+    life.ssh("sudo systemctl start kube-controller-manager")
     assert "drift" not in life.ssh("cat /etc/gce.conf", name="k-master-c").stdout
-    assert life.ssh("systemctl is-active kube-scheduler", name="k-master-d").stdout.strip() == "active"
+    assert life.ssh("systemctl is-active kube-scheduler", name="k-master-c").stdout.strip() == "active"
     sans = life.ssh("openssl x509 -noout -ext subjectAltName -in /etc/kubernetes/pki/apiserver.crt").stdout
     assert "DNS:k-master," in sans and "k-master-c" not in sans, sans
     [rule] = life.network()["forwarding_rules"]

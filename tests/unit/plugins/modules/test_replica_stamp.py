@@ -55,7 +55,8 @@ def test_check_mode_records_nothing_then_a_run_records_once(tree):
     assert write(tree)["changed"] is False
     result = compare(tree)
     assert result["current"] is True and result["changed"] is False
-    assert result["parts"] == {"pki": {"current": True, "differences": []}, "services": {"current": True, "differences": []}}
+    assert result["parts"] == {"pki": {"current": True, "differences": [], "drift": False},
+                               "services": {"current": True, "differences": [], "drift": False}}
 
 
 def test_a_changed_file_a_new_file_a_missing_file_and_a_changed_mode_are_found(tree):
@@ -76,8 +77,8 @@ def test_a_certificate_with_the_same_name_but_other_content_is_found(tree):
     write(tree)
     (tree / "etc" / "pki" / "apiserver.crt").write_text("cert two\n")
     assert compare(tree)["parts"] == {
-        "pki": {"current": False, "differences": ["%s changed" % (tree / "etc" / "pki" / "apiserver.crt")]},
-        "services": {"current": True, "differences": []}}
+        "pki": {"current": False, "differences": ["%s changed" % (tree / "etc" / "pki" / "apiserver.crt")], "drift": True},
+        "services": {"current": True, "differences": [], "drift": False}}
 
 
 def test_new_inputs_and_a_certificate_due_for_renewal_are_found(tree):
@@ -85,8 +86,9 @@ def test_new_inputs_and_a_certificate_due_for_renewal_are_found(tree):
     due = compare(tree)["parts"]["pki"]
     assert due["current"] is False and "within 30 days" in due["differences"][0]
     assert compare(tree, renew_before_days=10)["parts"]["pki"]["current"] is True
-    assert compare(tree, inputs="sha256:2")["parts"]["services"]["differences"] == [
-        "the inputs changed (settings, IPs, versions, or the collection itself)"]
+    assert compare(tree, inputs="sha256:2")["parts"]["services"] == {
+        "current": False, "differences": ["the inputs changed (settings, IPs, versions, or the collection itself)"],
+        "drift": False}
 
 
 def test_writing_one_part_keeps_the_others(tree):
@@ -108,9 +110,24 @@ def test_bad_parts_and_an_unreadable_stamp_fail_with_the_cause(tree):
     bad = run_module(replica_stamp.main, {"parts": {"pki": {"inputs": "x", "owner": "me"}}, "path": str(tree / "s")},
                      auth=False)
     assert bad["failed"] and "unknown keys owner" in bad["msg"]
-    (tree / "s").mkdir()
+    (tree / "s").write_text("{not json")
     unreadable = run_module(replica_stamp_info.main, {"parts": {"pki": {"inputs": "x"}}, "path": str(tree / "s")}, auth=False)
-    assert unreadable["failed"] and unreadable["msg"].startswith("cannot read the stamp %s" % (tree / "s"))
+    assert unreadable["current"] is False
+    assert unreadable["parts"]["pki"]["differences"][0].startswith("cannot read the stamp %s" % (tree / "s"))
+    rewritten = run_module(replica_stamp.main, {"parts": {"pki": {"inputs": "x"}}, "path": str(tree / "s")}, auth=False)
+    assert rewritten["changed"] is True
+    assert run_module(replica_stamp_info.main, {"parts": {"pki": {"inputs": "x"}}, "path": str(tree / "s")},
+                      auth=False)["current"] is True
+
+
+def test_what_another_part_covers_is_left_out(tree):
+    spec = {"pki": {"inputs": "x", "paths": [str(tree / "etc")], "exclude": [str(tree / "etc" / "gce.conf")]}}
+    path = str(tree / "stamp.json")
+    assert run_module(replica_stamp.main, {"parts": spec, "path": path}, auth=False)["parts"]["pki"]["files"] == 3
+    (tree / "etc" / "gce.conf").write_text("changed")
+    assert run_module(replica_stamp_info.main, {"parts": spec, "path": path}, auth=False)["current"] is True
+    (tree / "etc" / "pki" / "apiserver.crt").write_text("changed")
+    assert run_module(replica_stamp_info.main, {"parts": spec, "path": path}, auth=False)["current"] is False
 
 
 def test_services_are_read_in_one_systemctl_call():
@@ -118,18 +135,20 @@ def test_services_are_read_in_one_systemctl_call():
 
     def systemctl(argv):
         calls.append(list(argv))
-        return 0, ("Id=etcd.service\nActiveState=active\nUnitFileState=enabled\n\n"
-                   "Id=kube-scheduler.service\nActiveState=inactive\nUnitFileState=enabled\n\n"
+        # In whatever order systemd answers; a unit it says nothing of is unknown.
+        return 0, ("Id=kube-scheduler.service\nActiveState=inactive\nUnitFileState=enabled\n\n"
+                   "Id=etcd.service\nActiveState=active\nUnitFileState=enabled\n\n"
                    "Id=kube-nothing.service\nActiveState=inactive\nUnitFileState=\n"), ""
 
     states = _stamp.unit_states(["etcd", "kube-scheduler", "kube-nothing"], systemctl)
     assert states == {"etcd": "active enabled", "kube-scheduler": "inactive enabled", "kube-nothing": "inactive not-found"}
     assert calls == [["systemctl", "show", "--property=Id,ActiveState,UnitFileState", "--", "etcd.service",
                       "kube-scheduler.service", "kube-nothing.service"]]
-    recorded = {"inputs": "x", "paths": [], "units": ["etcd", "kube-scheduler", "kube-nothing"], "files": {}}
+    recorded = {"inputs": "x", "paths": [], "exclude": [], "units": ["etcd", "kube-scheduler", "kube-nothing"], "files": {}}
     spec = {"inputs": "x", "paths": [], "units": ["etcd", "kube-scheduler", "kube-nothing"]}
     now = datetime.datetime.now(datetime.timezone.utc)
     assert _stamp.differences(recorded, spec, systemctl, 30, now) == [
         "service kube-scheduler is inactive enabled", "service kube-nothing is inactive not-found"]
+    assert _stamp.unit_states(["etcd", "kube-gone"], systemctl)["kube-gone"] == "unknown not-found"
     with pytest.raises(_stamp.StampError, match="systemctl show etcd failed: boom"):
         _stamp.unit_states(["etcd"], lambda argv: (1, "", "boom"))
