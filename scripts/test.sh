@@ -2,7 +2,8 @@
 # Run the kubeha.gce test stages.
 #
 #   scripts/test.sh              every stage in STAGES order, stopping at the first failure; the stages in
-#                                BESIDE start first and run beside the others (their output follows at the end)
+#                                BESIDE start first, one after the other, beside the others (their output
+#                                follows at the end)
 #   scripts/test.sh STAGE...     only the named stages (e.g. scripts/test.sh sanity build)
 #   scripts/test.sh --list       list the stages
 #
@@ -30,10 +31,13 @@ STAGES=(
     lifecycle
 )
 
-# Stages that run beside the others when more than one stage runs: the lifecycle test spends most
-# of its 20 minutes waiting on machines and playbooks, which leaves a core for everything else.
+# Stages that run beside the others when more than one stage runs, one after the other in this order: the
+# lifecycle test and the lab stage each keep about one of the two cores busy, so the stages that are neither
+# follow the lifecycle test, which is the shorter of the two.
 BESIDE=(
     lifecycle
+    etcd
+    build
 )
 
 log() { printf '[test] %s\n' "$*" >&2; }
@@ -289,6 +293,7 @@ on_signal() {
     local name
     INTERRUPTED=1
     log "interrupted"
+    [[ -z ${WORK_DIR:-} ]] || : >"$WORK_DIR/interrupted"
     # A stage running beside the others has a process group of its own: interrupt it as a terminal would,
     # so that pytest runs its teardown (lab down) before it ends.
     # One that ignores SIGINT (started by a shell that ignored it) is terminated after two minutes.
@@ -302,8 +307,12 @@ on_signal() {
         done
         kill -TERM -- "-${BESIDE_PID[$name]}" 2>/dev/null || true
         wait "${BESIDE_PID[$name]}" 2>/dev/null || true
-        echo "==================== stage: $name (interrupted; the end of its output) ===================="
-        tail -n 40 "$WORK_DIR/stage-$name.log" 2>/dev/null || true
+    done
+    for name in "${RUN_STAGES[@]}"; do
+        if is_beside "$name" && [[ -f $WORK_DIR/stage-$name.start ]]; then
+            echo "==================== stage: $name (beside the others, interrupted; the end of its output) ===================="
+            tail -n 40 "$WORK_DIR/stage-$name.log" 2>/dev/null || true
+        fi
     done
     exit "$1"
 }
@@ -376,33 +385,43 @@ run_stage() {
     record_result "$name" "$rc"
 }
 
-# Start stage NAME in the background, in a process group of its own, its output to a log in WORK_DIR;
-# finish_beside waits for it and prints that log.
+# Start the stages NAME... one after the other in the background, in a process group of their own, each one's
+# output to a log in WORK_DIR; finish_beside waits for them and prints those logs. Each runs whether the one before
+# passed or not; an interrupt ends them all.
 start_beside() {
-    local name=$1
     echo
-    echo "==================== stage: $name (beside the other stages; its output follows theirs) ===================="
-    printf '%s\n' "$EPOCHREALTIME" >"$WORK_DIR/stage-$name.start"
+    echo "==================== stages beside the others, in turn: $* (their output follows) ===================="
     set -m
     (
         set +e
-        (set -e; "stage_$name")
-        rc=$?
-        printf '%s %s\n' "$EPOCHREALTIME" "$rc" >"$WORK_DIR/stage-$name.end"
-        exit "$rc"
-    ) </dev/null >"$WORK_DIR/stage-$name.log" 2>&1 &
-    BESIDE_PID[$name]=$!
+        for name in "$@"; do
+            # The run was interrupted (on_signal): no further stage starts.
+            [[ ! -e $WORK_DIR/interrupted ]] || break
+            printf '%s\n' "$EPOCHREALTIME" >"$WORK_DIR/stage-$name.start"
+            (set -e; "stage_$name") </dev/null >"$WORK_DIR/stage-$name.log" 2>&1
+            rc=$?
+            printf '%s %s\n' "$EPOCHREALTIME" "$rc" >"$WORK_DIR/stage-$name.end"
+        done
+    ) </dev/null &
+    BESIDE_PID[beside]=$!
     set +m
 }
 
+# The stage that ran beside the others whose log comes next, and its result.
 finish_beside() {
     local name=$1 start end rc
-    set +e
-    wait "${BESIDE_PID[$name]}"
-    set -e
-    unset "BESIDE_PID[$name]"
+    if [[ -n ${BESIDE_PID[beside]:-} ]]; then
+        set +e
+        wait "${BESIDE_PID[beside]}"
+        set -e
+        unset "BESIDE_PID[beside]"
+    fi
     echo
     echo "==================== stage: $name (ran beside the other stages) ===================="
+    if [[ ! -f $WORK_DIR/stage-$name.start ]]; then
+        log "stage $name did not start"
+        return
+    fi
     cat "$WORK_DIR/stage-$name.log"
     start=$(<"$WORK_DIR/stage-$name.start")
     if [[ -f $WORK_DIR/stage-$name.end ]]; then
@@ -464,11 +483,15 @@ main() {
     # run_stage must not be called from a conditional context (if, ||, &&):
     # bash would then ignore errexit inside the stage.
     local rc=0
+    local beside=()
     for name in "${RUN_STAGES[@]}"; do
         if is_beside "$name"; then
-            start_beside "$name"
+            beside+=("$name")
         fi
     done
+    if [[ ${#beside[@]} -gt 0 ]]; then
+        start_beside "${beside[@]}"
+    fi
     for name in "${RUN_STAGES[@]}"; do
         is_beside "$name" && continue
         run_stage "$name"
