@@ -293,7 +293,7 @@ on_signal() {
     local name
     INTERRUPTED=1
     log "interrupted"
-    [[ -z ${WORK_DIR:-} ]] || : >"$WORK_DIR/interrupted"
+    [[ -z ${WORK_DIR:-} ]] || : >"$WORK_DIR/interrupted" 2>/dev/null || true
     # A stage running beside the others has a process group of its own: interrupt it as a terminal would,
     # so that pytest runs its teardown (lab down) before it ends.
     # One that ignores SIGINT (started by a shell that ignored it) is terminated after two minutes.
@@ -318,6 +318,11 @@ on_signal() {
 }
 
 cleanup() {
+    local name
+    # Stages beside the others that are still running when the script ends early: they end with it.
+    for name in "${!BESIDE_PID[@]}"; do
+        kill -TERM -- "-${BESIDE_PID[$name]}" 2>/dev/null || true
+    done
     if [[ $INTERRUPTED == 1 ]]; then
         sweep_tmp
     fi
@@ -395,8 +400,10 @@ start_beside() {
     (
         set +e
         for name in "$@"; do
-            # The run was interrupted (on_signal): no further stage starts.
-            [[ ! -e $WORK_DIR/interrupted ]] || break
+            # The run was interrupted (on_signal), or its script is gone: no further stage starts.
+            if [[ -e $WORK_DIR/interrupted ]] || ! kill -0 "$$" 2>/dev/null; then
+                break
+            fi
             printf '%s\n' "$EPOCHREALTIME" >"$WORK_DIR/stage-$name.start"
             (set -e; "stage_$name") </dev/null >"$WORK_DIR/stage-$name.log" 2>&1
             rc=$?
@@ -419,7 +426,8 @@ finish_beside() {
     echo
     echo "==================== stage: $name (ran beside the other stages) ===================="
     if [[ ! -f $WORK_DIR/stage-$name.start ]]; then
-        log "stage $name did not start"
+        RESULT[$name]=failed
+        log "stage $name did not start (the run was interrupted)"
         return
     fi
     cat "$WORK_DIR/stage-$name.log"
@@ -483,11 +491,15 @@ main() {
     # run_stage must not be called from a conditional context (if, ||, &&):
     # bash would then ignore errexit inside the stage.
     local rc=0
-    local beside=()
-    for name in "${RUN_STAGES[@]}"; do
-        if is_beside "$name"; then
-            beside+=("$name")
-        fi
+    # In the order of BESIDE.
+    local beside=() wanted
+    for wanted in "${BESIDE[@]}"; do
+        for name in "${RUN_STAGES[@]}"; do
+            if [[ $name == "$wanted" ]] && is_beside "$name"; then
+                beside+=("$name")
+                break
+            fi
+        done
     done
     if [[ ${#beside[@]} -gt 0 ]]; then
         start_beside "${beside[@]}"
@@ -495,7 +507,7 @@ main() {
     for name in "${RUN_STAGES[@]}"; do
         is_beside "$name" && continue
         run_stage "$name"
-        if [[ ${RESULT[$name]} != passed ]]; then
+        if [[ ${RESULT[$name]:-} != passed ]]; then
             rc=1
             break
         fi
@@ -503,7 +515,7 @@ main() {
     for name in "${RUN_STAGES[@]}"; do
         if is_beside "$name"; then
             finish_beside "$name"
-            [[ ${RESULT[$name]} == passed ]] || rc=1
+            [[ ${RESULT[$name]:-} == passed ]] || rc=1
         fi
     done
     summary
