@@ -71,13 +71,14 @@ def stamp_digest(value: t.Any, trees: t.Sequence[str] = ()) -> str:
 
 
 def stamp_report(results: t.Sequence[t.Mapping[str, t.Any]], etcd_members: t.Sequence[t.Mapping[str, t.Any]],
-                 certificates_only: t.Container[str] = ()) -> dict[str, t.Any]:
+                 certificates_only: t.Container[str] = (), expected: t.Sequence[str] = ()) -> dict[str, t.Any]:
     """Which replicas are as they were converged, from a loop of replica_stamp_info over them, and why the others are not.
 
     A replica is current when every part compared is current and it is a healthy voting etcd member whose peer URL
     is at its internal IP; a comparison that failed or did not reach the replica counts as not current. For the
     replicas in certificates_only (those a run converges only the certificates of), only the ``pki`` part counts;
     how their other parts drifted since they were converged (not new inputs) is in ``not_converged``.
+    A replica in expected that was not compared at all (its VM not running, no SSH answer) is named too.
     """
     current, why, not_converged = [], {}, {}
     for result in results:
@@ -102,6 +103,10 @@ def stamp_report(results: t.Sequence[t.Mapping[str, t.Any]], etcd_members: t.Seq
             why[name] = "its etcd member's peer URLs %s are not at its internal IP" % ", ".join(member.get("peer_urls") or [])
         else:
             current.append(name)
+    compared = {(r.get("item") or {}).get("name") for r in results}
+    for name in expected:
+        if name not in compared:
+            why[name] = "not compared: its VM is not running, or it did not answer over SSH"
     return {"current": current, "why": why, "not_converged": not_converged}
 
 

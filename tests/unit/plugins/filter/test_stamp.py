@@ -50,13 +50,15 @@ def test_the_report_names_each_replica_that_is_not_current_and_why():
     members = [member("k-master", "10.0.0.2"), member("k-master-b", "10.0.0.9"), member("k-master-c", "10.0.0.3"),
                member("k-master-e", "10.0.0.5", learner=True), member("k-master-f", "10.0.0.6", healthy=False),
                member("k-master-g", "10.0.0.99"), member("k-master-h", "10.0.0.8")]
-    assert stamp_report(results, members, certificates_only=["k-master", "k-master-b"]) == {
+    assert stamp_report(results, members, certificates_only=["k-master", "k-master-b"],
+                        expected=["k-master", "k-master-x"]) == {
         "current": ["k-master", "k-master-b", "k-master-h"],
         "why": {"k-master-c": "services: /etc/gce.conf changed, service etcd is inactive enabled",
                 "k-master-d": "could not be compared: Failed to connect",
                 "k-master-e": "it is not a voting etcd member",
                 "k-master-f": "its etcd member is not healthy",
-                "k-master-g": "its etcd member's peer URLs https://10.0.0.99:2380 are not at its internal IP"},
+                "k-master-g": "its etcd member's peer URLs https://10.0.0.99:2380 are not at its internal IP",
+                "k-master-x": "not compared: its VM is not running, or it did not answer over SSH"},
         "not_converged": {"k-master": "services: service kube-scheduler is inactive enabled"}}
 
 
