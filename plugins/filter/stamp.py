@@ -13,6 +13,8 @@ import typing as t
 import yaml
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.kubeha.gce.plugins.module_utils._stamp import file_sha256
+
 # The collection's own files that decide what its roles do: a new version of them converges every replica again.
 _COLLECTION = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _OWN_TREES = ("roles", "plugins")
@@ -22,7 +24,7 @@ _OWN: list[str] = []
 def _tree(root: str) -> t.Iterator[tuple[str, str]]:
     """(relative path, sha256) of every file under root (root itself when it is a file), in a stable order."""
     if os.path.isfile(root):
-        yield "", _file(root)
+        yield "", file_sha256(root)
         return
     for top, dirs, names in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
@@ -30,15 +32,7 @@ def _tree(root: str) -> t.Iterator[tuple[str, str]]:
             if name.endswith((".pyc", ".pyo")):
                 continue
             path = os.path.join(top, name)
-            yield os.path.relpath(path, root), _file(path)
-
-
-def _file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+            yield os.path.relpath(path, root), file_sha256(path)
 
 
 def _collection_digest() -> str:

@@ -69,11 +69,16 @@ def _entry(path: str) -> str:
         return "dir %s" % owner
     if not stat.S_ISREG(st.st_mode):
         return "special %s" % owner
+    return "file %s sha256:%s" % (owner, file_sha256(path))
+
+
+def file_sha256(path: str) -> str:
+    """The sha256 of a file's content, read a MiB at a time (binaries are large)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return "file %s sha256:%s" % (owner, digest.hexdigest())
+    return digest.hexdigest()
 
 
 def files_under(roots: t.Iterable[str], exclude: t.Iterable[str] = ()) -> dict[str, str]:
