@@ -96,6 +96,7 @@ def render(node: t.Any, recursive: bool, alt: str | None) -> tuple[str, str]:
 class MetadataHandler(BaseHTTPRequestHandler):
     server: "MetadataServer"
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # no 40 ms stall per request of a kept connection (see sim/server.py)
 
     def log_message(self, format: str, *args: t.Any) -> None:  # pylint: disable=redefined-builtin
         """Quiet."""
