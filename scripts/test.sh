@@ -183,12 +183,18 @@ stage_build() {
     tarballs=("$out"/"$COLLECTION_NAMESPACE-$COLLECTION_NAME"-*.tar.gz)
     [[ ${#tarballs[@]} -eq 1 && -f ${tarballs[0]} ]] || die "expected one collection tarball in $out"
     tarball=${tarballs[0]}
-    # The release holds the collection, not the suite's tooling (galaxy.yml's build_ignore).
-    local contents shipped
+    # The release holds only the collection itself (galaxy.yml's build_ignore): no tests, none of the suite's
+    # tooling, and all of the product, the addon manager that the control_plane role installs included.
+    local contents shipped dir file
     contents=$(tar -tzf "$tarball")
-    shipped=$(grep -E '^(tests/(lab|etcd)/|tests/(requirements|constraints)\.txt$|extensions/molecule/|scripts/)' <<<"$contents" || true)
-    [[ -z $shipped ]] || die "the tarball holds the suite's tooling: $(head -n 5 <<<"$shipped" | tr '\n' ' ')"
-    grep -q '^tests/unit/plugins/' <<<"$contents" || die "the tarball holds no unit tests"
+    shipped=$(grep -E '^(tests|extensions/molecule|scripts|\.ci)(/|$)|^Makefile$' <<<"$contents" || true)
+    [[ -z $shipped ]] || die "the tarball holds tests or the suite's tooling: $(head -n 5 <<<"$shipped" | tr '\n' ' ')"
+    for dir in roles plugins playbooks meta docs changelogs; do
+        grep -q "^$dir/" <<<"$contents" || die "the tarball holds nothing under $dir/"
+    done
+    for file in README.md meta/runtime.yml changelogs/changelog.yaml roles/control_plane/files/kube_addon_manager.py; do
+        grep -qxF "$file" <<<"$contents" || die "the tarball lacks $file"
+    done
     ansible-galaxy collection install --offline -p "$installed" "$tarball"
 
     # Only the installed tarball may satisfy the lookups below.

@@ -3,9 +3,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The control_plane role's kube-addon-manager, run for real against the kube-apiserver stand-in on a real TLS etcd.
 
-The script, its kubeconfig and the addon it ships are the role's own files (the templates rendered with the
-role's variables); the client certificate comes from replica_pki; kubectl is the lab stand-in. Every process
-started here is killed by PID at the end.
+The script (files/kube_addon_manager.py, run by its path as the unit runs its installed copy), its kubeconfig
+and the addon it ships are the role's own files (the templates rendered with the role's variables); the client
+certificate comes from replica_pki; kubectl is the lab stand-in. Every process started here is killed by PID at
+the end.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from test_standins import (  # noqa: F401  pylint: disable=unused-import
     wait_for,
 )
 
-SCRIPT = os.path.join(REPO, "roles", "control_plane", "files", "kube-addon-manager")
+SCRIPT = os.path.join(REPO, "roles", "control_plane", "files", "kube_addon_manager.py")
 TEMPLATES = os.path.join(REPO, "roles", "control_plane", "templates")
 ADMIN = "apiserver-kubelet-client"  # O=system:masters, to look at and change the cluster as a user would
 CM_PATH = "/api/v1/namespaces/kube-system/configmaps"

@@ -238,7 +238,7 @@ def boolean(text: str) -> bool:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="kube-addon-manager", description=(__doc__ or "").split("\n")[0])
+    parser = argparse.ArgumentParser(prog="kube-addon-manager", description=(__doc__ or "").split("\n", maxsplit=1)[0])
     parser.add_argument("--kubeconfig", required=True, help="kubeconfig of a user allowed to manage the addons")
     parser.add_argument("--kubectl", default="kubectl", help="the kubectl to run (default: the one on the PATH)")
     parser.add_argument("--addons-dir", default="/etc/kubernetes/addons", help="the manifests (default: %(default)s)")
