@@ -41,6 +41,10 @@ LEARNER_NOT_READY = "can only promote a learner member which is in sync with lea
 NOT_LEARNER = "etcdserver: can only promote a learner member"
 #: Connection errors that mean the request never left this host.
 NOT_SENT_ERRNOS = frozenset((errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL))
+#: Seconds within which a member's client port must accept a TCP connection when its health is probed. A live
+#: host accepts at once, however busy etcd is (the kernel answers); a VM that is gone, or a zone that is cut off,
+#: would otherwise hold every probe for the whole request timeout.
+CONNECT_TIMEOUT = 3.0
 
 
 class EtcdError(Exception):
@@ -170,6 +174,19 @@ class EtcdClient:
         if not isinstance(data, dict):
             raise EtcdError("%s%s answered %r, not a JSON object" % (url, path, data), url=url)
         return data
+
+    def connect_error(self, url: str) -> str | None:
+        """Why ``url`` accepts no TCP connection within CONNECT_TIMEOUT (or the request timeout, if shorter);
+        None when it does."""
+        parts = urlsplit(url)
+        limit = min(CONNECT_TIMEOUT, self.connection.timeout)
+        try:
+            socket.create_connection((parts.hostname, parts.port), timeout=limit).close()
+        except (socket.timeout, TimeoutError):
+            return "no TCP connection within %g seconds" % limit
+        except OSError as exc:
+            return _reason(exc)
+        return None
 
     @staticmethod
     def _etcd_error(url: str, path: str, exc: urllib.error.HTTPError) -> EtcdError:

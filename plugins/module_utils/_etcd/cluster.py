@@ -180,6 +180,10 @@ def _probe(client: EtcdClient, member: Member, known: dict[str, dict[str, t.Any]
                       "or has not reached the cluster")
     failures = []
     for url in urls:
+        refused = None if url in known else client.connect_error(url)
+        if refused:
+            failures.append("cannot reach etcd at %s: %s" % (url, refused))
+            continue
         try:
             status = Status.from_api(known[url] if url in known else client.status(url))
         except EtcdError as exc:

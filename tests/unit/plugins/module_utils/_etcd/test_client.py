@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from ansible_collections.kubeha.gce.plugins.module_utils._etcd.client import (
@@ -52,6 +54,22 @@ def test_an_unreachable_endpoint_is_an_etcd_error_that_says_so():
         client.member_list(client.connection.endpoints)
     assert caught.value.unreachable and "no etcd endpoint answered /v3/cluster/member/list" in str(caught.value)
     assert "cannot reach etcd at http://127.0.0.1:1" in str(caught.value)
+
+
+def test_a_port_that_accepts_no_connection_in_time_is_named_as_such():
+    # A listening socket whose queue is full drops new connections, as a host that is gone does.
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    url = "https://127.0.0.1:%d" % server.getsockname()[1]
+    client = EtcdClient(connection_from_params(params(timeout=1)))
+    try:
+        # The first connection is accepted by the kernel and takes the queue's one place.
+        assert client.connect_error(url) is None
+        assert client.connect_error(url) == "no TCP connection within 1 seconds"
+    finally:
+        server.close()
+    assert client.connect_error(url) == "[Errno 111] Connection refused"
 
 
 def request(**kw):
