@@ -166,6 +166,8 @@ stage_lint() {
     export ANSIBLE_COLLECTIONS_PATH=${collection%/ansible_collections/*}
     cd "$REPO_ROOT"
     ansible-lint --offline
+    # The options that several roles share are written once (roles/kubeha/meta/shared_options.yml).
+    python scripts/role_specs.py --check
     antsibull-changelog lint
     antsibull-changelog lint-changelog-yaml changelogs/changelog.yaml
 }

@@ -5,21 +5,21 @@
 
 from __future__ import annotations
 
-import re
 import typing as t
 from urllib.parse import urlsplit
 
 from ansible.errors import AnsibleFilterError
 
-ZONE = re.compile(r"^(?P<region>[a-z]+-[a-z]+[0-9]+)-[a-z]$")
+from ansible_collections.kubeha.gce.plugins.module_utils._etcd.members import quorum as majority_of
+from ansible_collections.kubeha.gce.plugins.module_utils._gce import names
 
 
 def zone_region(zone: str) -> str:
     """The region of a zone name."""
-    match = ZONE.match(str(zone or ""))
-    if not match:
-        raise AnsibleFilterError("zone '%s' is not a Compute Engine zone name such as europe-west1-c" % zone)
-    return match.group("region")
+    try:
+        return names.region_of(str(zone or ""))
+    except names.InvalidInput as exc:
+        raise AnsibleFilterError(str(exc)) from None
 
 
 def quorum(voters: int) -> int:
@@ -27,7 +27,7 @@ def quorum(voters: int) -> int:
     voters = int(voters)
     if voters < 1:
         raise AnsibleFilterError("a cluster has at least one voting member, not %d" % voters)
-    return voters // 2 + 1
+    return majority_of(voters)
 
 
 def fault_tolerance(voters: int) -> int:
@@ -46,7 +46,7 @@ def zone_name_problems(zones: t.Any) -> list[str]:
     wanted = _zones(zones)
     if not wanted:
         return ["no zone was given: set zone, for example zone=europe-west1-c"]
-    return ["zone '%s' is not a Compute Engine zone name such as europe-west1-c" % z for z in wanted if not ZONE.match(z)]
+    return ["zone '%s' is not a Compute Engine zone name such as europe-west1-c" % z for z in wanted if not names.ZONE.match(z)]
 
 
 def zone_problems(zones: t.Any, known: t.Sequence[t.Mapping[str, t.Any]], region: str,
@@ -60,7 +60,7 @@ def zone_problems(zones: t.Any, known: t.Sequence[t.Mapping[str, t.Any]], region
     problems = []
     for zone in _zones(zones):
         status = next((z.get("status", "UP") for z in known if z["name"] == zone), None)
-        match = ZONE.match(zone)
+        match = names.ZONE.match(zone)
         if status is None and match and match.group("region") != region:
             problems.append("zone %s is in region %s, but the cluster's masters are in region %s: every replica of a "
                             "cluster must be in one region; choose a zone of %s (%s)"
@@ -85,7 +85,7 @@ def bootstrap_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], cluster: str
     Bootstrap creates the first replica, CLUSTER-master, or checks it again: any other replica,
     or the first one in another zone, means the cluster exists and another role is meant.
     """
-    first = "%s-master" % cluster
+    first = names.first_replica_name(cluster)
     others = [r for r in replicas if r.get("name") != first or r.get("zone") != zone]
     if not others:
         return []
@@ -108,7 +108,7 @@ def replica_targets(replicas: t.Sequence[t.Mapping[str, t.Any]], zones: t.Any, c
                                  % len(wanted))
     targets = []
     for zone in wanted:
-        target = name or "%s-master-%s" % (cluster, zone.rsplit("-", 1)[-1])
+        target = name or names.replica_name(cluster, zone)
         found = [r for r in replicas if r.get("name") == target]
         if found and found[0].get("zone") != zone:
             raise AnsibleFilterError("replica %s already exists in zone %s, not %s; give another replica_name"
@@ -131,7 +131,7 @@ def replicate_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], zones: t.Any
     region = region or (replicas[0]["region"] if replicas else None)
     seen: set[str] = set()
     for zone in wanted:
-        match = ZONE.match(zone)
+        match = names.ZONE.match(zone)
         if not match:
             problems.append("zone '%s' is not a Compute Engine zone name such as europe-west1-c" % zone)
             continue
@@ -300,4 +300,5 @@ class FilterModule:
             "recover_problems": recover_problems,
             "remove_problems": remove_problems,
             "unlisted_members": unlisted_members,
+            "resource_names": names.resource_names,
         }

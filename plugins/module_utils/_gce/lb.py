@@ -30,11 +30,14 @@ from ansible_collections.kubeha.gce.plugins.module_utils._gce.names import (
     CLUSTER_LABEL,
     ROLE_LABEL,
     InvalidInput,
+    address_name,
     check_name,
     check_region,
-    is_master_of,
-    master_labels,
     has_owner_marker,
+    health_check_name,
+    is_master_of,
+    lb_name,
+    master_labels,
     owner_marker,
     region_of,
     short,
@@ -94,11 +97,11 @@ class Spec(t.NamedTuple):
     @property
     def lb_name(self) -> str:
         """Forwarding rule, backend service or target pool, and the instance group of every zone."""
-        return "%s-master" % self.cluster
+        return lb_name(self.cluster)
 
     @property
     def check_name(self) -> str:
-        return "%s-master-hc" % self.cluster
+        return health_check_name(self.cluster)
 
     @property
     def marker(self) -> str:
@@ -133,7 +136,7 @@ def spec_from_params(params: t.Mapping[str, t.Any]) -> Spec:
     if not 1 <= port <= 65535:
         raise InvalidInput("port is %d; it must be between 1 and 65535" % port)
     backend = params["backend"]
-    address = check_name(params.get("address") or "%s-master-ip" % cluster, "address")
+    address = check_name(params.get("address") or address_name(cluster), "address")
     return Spec(
         cluster=cluster, region=region, state=state, members=tuple(members), address=address, port=port,
         backend=backend, health_check=_health_check(params.get("health_check") or {}, backend, port),

@@ -84,6 +84,49 @@ def short(link: str | None) -> str | None:
     return link.rstrip("/").rsplit("/", 1)[-1]
 
 
+# -- the names of a cluster's resources (kube-up's): every module, filter and role takes them from here --------
+def first_replica_name(cluster: str) -> str:
+    """The first replica, ``CLUSTER-master`` (kube-up's MASTER_NAME)."""
+    return "%s-master" % cluster
+
+
+def replica_name(cluster: str, zone: str) -> str:
+    """A later replica's default name, ``CLUSTER-master-X`` after its zone's letter."""
+    return "%s-master-%s" % (cluster, zone.rsplit("-", 1)[-1])
+
+
+def master_tag(cluster: str) -> str:
+    """The network tag of the cluster's replicas (kube-up's MASTER_TAG)."""
+    return "%s-master" % cluster
+
+
+def address_name(cluster: str) -> str:
+    """The regional reserved external address (kube-up's MASTER_RESERVED_IP)."""
+    return "%s-master-ip" % cluster
+
+
+def lb_name(cluster: str) -> str:
+    """The forwarding rule, backend service or target pool, and the instance group of every zone."""
+    return "%s-master" % cluster
+
+
+def health_check_name(cluster: str) -> str:
+    return "%s-master-hc" % cluster
+
+
+def firewall_names(cluster: str) -> tuple[str, str, str]:
+    """The firewall rules: HTTPS to the API servers, etcd between the masters, SSH from the controller."""
+    return ("%s-master-https" % cluster, "%s-master-etcd" % cluster, "%s-master-ssh" % cluster)
+
+
+def resource_names(cluster: str) -> dict[str, t.Any]:
+    """Every name above, for the roles (filter kubeha.gce.resource_names)."""
+    https, etcd, ssh = firewall_names(cluster)
+    return {"first_replica": first_replica_name(cluster), "tag": master_tag(cluster), "address": address_name(cluster),
+            "load_balancer": lb_name(cluster), "health_check": health_check_name(cluster),
+            "firewall": {"https": https, "etcd": etcd, "ssh": ssh}}
+
+
 def data_disk_name(replica: str) -> str:
     return "%s-pd" % replica
 

@@ -29,11 +29,14 @@ from ansible_collections.kubeha.gce.plugins.module_utils._gce.names import (
     ROLE_LABEL,
     ROLE_MASTER,
     InvalidInput,
+    address_name,
     check_name,
     check_region,
+    firewall_names,
     has_owner_marker,
     is_master_of,
     master_labels,
+    master_tag,
     owner_marker,
     short,
 )
@@ -74,12 +77,12 @@ class Spec(t.NamedTuple):
 
     @property
     def address(self) -> str:
-        return "%s-master-ip" % self.cluster
+        return address_name(self.cluster)
 
     @property
     def tag(self) -> str:
         """The network tag of the cluster's replicas (kube-up's MASTER_TAG)."""
-        return "%s-master" % self.cluster
+        return master_tag(self.cluster)
 
     @property
     def marker(self) -> str:
@@ -90,7 +93,7 @@ class Spec(t.NamedTuple):
 
     @property
     def firewall_names(self) -> tuple[str, str, str]:
-        return ("%s-master-https" % self.cluster, "%s-master-etcd" % self.cluster, "%s-master-ssh" % self.cluster)
+        return firewall_names(self.cluster)
 
     def rules(self) -> list[Rule]:
         """The firewall rules the cluster needs, in the order they are made."""
@@ -108,7 +111,7 @@ class Spec(t.NamedTuple):
 def spec_from_params(params: t.Mapping[str, t.Any]) -> Spec:
     """Build and check a :class:`Spec`; raises InvalidInput naming the problem, before any API call."""
     cluster = check_name(params["cluster_name"], "cluster_name")
-    check_name("%s-master-https" % cluster, "the firewall rule name (cluster_name + '-master-https')")
+    check_name(firewall_names(cluster)[0], "the firewall rule name (cluster_name + '-master-https')")
     region = check_region(params["region"])
     address_ip = params.get("address")
     if address_ip:

@@ -18,9 +18,11 @@ from ansible_collections.kubeha.gce.plugins.module_utils._gce.names import (
     check_metadata,
     check_name,
     data_disk_name,
+    first_replica_name,
     instance_filter,
     is_master_of,
     master_labels,
+    master_tag,
     region_of,
     short,
 )
@@ -75,13 +77,13 @@ class Spec(t.NamedTuple):
 def spec_from_params(params: t.Mapping[str, t.Any]) -> Spec:
     """Build and validate a :class:`Spec`; raises InvalidInput naming the problem."""
     cluster = check_name(params["cluster_name"], "cluster_name")
-    name = check_name(params.get("name") or "%s-master" % cluster, "name")
+    name = check_name(params.get("name") or first_replica_name(cluster), "name")
     zone = params["zone"]
     region = region_of(zone)
     # The data disk's name must itself be a valid name: name + "-pd" is 3 characters longer.
     check_name(data_disk_name(name), "data disk name (name + '-pd')")
     tags = []
-    for tag in ["%s-master" % cluster] + list(params.get("tags") or []):
+    for tag in [master_tag(cluster)] + list(params.get("tags") or []):
         check_name(tag, "tag")
         if tag not in tags:
             tags.append(tag)

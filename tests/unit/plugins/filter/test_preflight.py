@@ -225,8 +225,9 @@ def test_removal_keeps_a_quorum_of_healthy_voters():
 
 def test_the_filters_are_registered():
     names = ["bootstrap_problems", "etcd_problems", "fault_tolerance", "quorum", "recover_problems", "remove_problems", "replica_targets",
-             "replicate_problems", "unlisted_members", "zone_name_problems", "zone_problems", "zone_region"]
+             "replicate_problems", "resource_names", "unlisted_members", "zone_name_problems", "zone_problems", "zone_region"]
     assert sorted(FilterModule().filters()) == names
+    assert FilterModule().filters()["resource_names"]("k")["address"] == "k-master-ip"
 
 
 def test_recover_rules():

@@ -46,3 +46,11 @@ def test_metadata_keys_and_values():
     assert names.check_metadata({"startup-script": "echo", "n": 3}) == {"startup-script": "echo", "n": "3"}
     with pytest.raises(names.InvalidInput, match="metadata key 'a b'"):
         names.check_metadata({"a b": "x"})
+
+
+def test_resource_names_are_kube_ups():
+    assert names.resource_names("demo") == {
+        "first_replica": "demo-master", "tag": "demo-master", "address": "demo-master-ip", "load_balancer": "demo-master",
+        "health_check": "demo-master-hc",
+        "firewall": {"https": "demo-master-https", "etcd": "demo-master-etcd", "ssh": "demo-master-ssh"}}
+    assert names.replica_name("demo", "europe-west1-c") == "demo-master-c"
