@@ -5,7 +5,17 @@
 
 from __future__ import annotations
 
+import os
 import typing as t
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.kubeha.gce.plugins.module_utils._pki.material import (
+    CRYPTOGRAPHY_IMPORT_ERROR,
+    PkiError,
+    load_cert,
+    not_after,
+)
 
 
 def _member_state(member: t.Mapping[str, t.Any] | None, etcd_read: bool) -> str | None:
@@ -98,8 +108,24 @@ def cluster_report(cluster: t.Mapping[str, t.Any], etcd: t.Mapping[str, t.Any] |
     }
 
 
+def certificate_expiry(files: t.Mapping[str, t.Mapping[str, t.Any]], base: str = "/etc/kubernetes/pki") -> list[dict[str, str]]:
+    """When each certificate expires, soonest first: ``files`` as kubeha.gce.replica_files_info returns them,
+    each named by its path under ``base``."""
+    if CRYPTOGRAPHY_IMPORT_ERROR:
+        raise AnsibleFilterError("certificate_expiry needs the Python library cryptography on the controller")
+    found = []
+    for path, entry in (files or {}).items():
+        try:
+            expires = not_after(load_cert(str(entry.get("content") or ""), path))
+        except PkiError as exc:
+            raise AnsibleFilterError(str(exc)) from None
+        found.append({"name": os.path.relpath(path, base) if path.startswith(base.rstrip("/") + "/") else path,
+                      "not_after": expires.strftime("%Y-%m-%dT%H:%M:%SZ")})
+    return sorted(found, key=lambda c: (c["not_after"], c["name"]))
+
+
 class FilterModule:
     """The status report of kubeha.gce."""
 
     def filters(self) -> dict[str, t.Callable[..., t.Any]]:
-        return {"cluster_report": cluster_report}
+        return {"cluster_report": cluster_report, "certificate_expiry": certificate_expiry}

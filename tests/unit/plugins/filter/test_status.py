@@ -4,6 +4,15 @@
 
 from __future__ import annotations
 
+import datetime
+
+import pytest
+from ansible.errors import AnsibleFilterError
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
 from ansible_collections.kubeha.gce.plugins.filter.status import FilterModule, cluster_report
 
 
@@ -84,3 +93,22 @@ def test_etcd_unreadable_is_degraded_with_unknown_quorum():
     assert report["degraded"] is True and report["etcd"]["has_quorum"] is None
     assert "etcd could not be read through any replica" in report["problems"]
     assert all(r["state"] == "no SSH answer" for r in report["replicas"])
+
+
+def test_certificate_expiry_names_each_under_the_base_soonest_first():
+    def pem(days):
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "t")])
+        now = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=days))
+                .sign(key, hashes.SHA256()))
+        return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+    files = {"/etc/kubernetes/pki/apiserver.crt": {"content": pem(365)}, "/etc/kubernetes/pki/etcd/peer.crt": {"content": pem(10)},
+             "/other/x.crt": {"content": pem(20)}}
+    assert FilterModule().filters()["certificate_expiry"](files) == [
+        {"name": "etcd/peer.crt", "not_after": "2030-01-11T00:00:00Z"}, {"name": "/other/x.crt", "not_after": "2030-01-21T00:00:00Z"},
+        {"name": "apiserver.crt", "not_after": "2031-01-01T00:00:00Z"}]
+    with pytest.raises(AnsibleFilterError, match="/etc/kubernetes/pki/ca.crt is not a PEM certificate"):
+        FilterModule().filters()["certificate_expiry"]({"/etc/kubernetes/pki/ca.crt": {"content": "nope"}})
