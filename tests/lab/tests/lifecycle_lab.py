@@ -263,6 +263,16 @@ class Lifecycle:
             assert time.time() < deadline, "%s did not answer over SSH within %ds" % (name, limit)
             time.sleep(3)
 
+    def wait_for_log(self, name, unit, text, limit):
+        """Until ``unit``'s journal on replica ``name`` holds ``text``, or ``limit`` seconds passed (what the test
+        checks next must then hold all the same). Returns whether it was seen."""
+        deadline = time.time() + limit
+        while time.time() < deadline:
+            if text in self.ssh("sudo journalctl -u %s --no-pager -q" % unit, name=name, check=False).stdout:
+                return True
+            time.sleep(2)
+        return False
+
     def readyz(self):
         return self.fetch("https://%s/readyz?verbose" % self.address())
 

@@ -5,8 +5,9 @@
 custom-mode network that has no firewall rule but those the collection makes (``lab up --network custom``).
 
 Each playbook runs as a user runs it (``tests/lab/lab exec -- ansible-playbook playbooks/X.yml -e ...``);
-its re-run must report changed=0. Each preflight rule is tried with a bad request, which must fail with
-the rule's message and leave the simulator's resources and the etcd membership as they were. A
+its re-run must report changed=0. A bad request to each playbook, and each preflight rule that needs live
+etcd or a zone outage, must fail with the rule's message and leave the simulator's resources and the etcd
+membership as they were (the rules themselves are unit-tested with their filters). A
 background writer puts a key into etcd every 200 ms throughout; its failed writes are reported per step.
 The first replicate is killed in the middle of a membership change; the next run must finish it.
 """
@@ -14,7 +15,6 @@ The first replicate is killed in the middle of a membership change; the next run
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 
@@ -44,11 +44,8 @@ def table(report):
 
 
 def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=redefined-outer-name
-    # -- before anything exists: bad requests are refused ---------------------------------------
-    life.refused("bootstrap: not a zone name", "bootstrap", "zone 'europe-west1' is not a Compute Engine zone name",
-                 "zone=europe-west1")
-    life.refused("bootstrap: a zone that does not exist", "bootstrap",
-                 "zone europe-west1-z does not exist in region europe-west1", "zone=europe-west1-z")
+    # -- before anything exists: bad requests are refused (each rule of the filters is unit-tested; here, that a
+    # refusal of each playbook changes nothing, and the rules that live in the roles' YAML and need the lab) ----------
     life.refused("bootstrap: etcd_quorum_read=false", "bootstrap", "etcd_quorum_read=false (kube-up's ENABLE_ETCD_QUORUM_READS=false)",
                  "zone=europe-west1-b", "etcd_quorum_read=false")
     life.refused("bootstrap: no credentials", "bootstrap",
@@ -67,11 +64,6 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     life.refused("bootstrap again in another zone", "bootstrap", "cluster k already has replicas (k-master in europe-west1-b)",
                  "zone=europe-west1-c")
     life.refused("replicate: to two replicas", "replicate", "this would make 2 replicas, an even number", "zone=europe-west1-c")
-    life.refused("replicate: a zone of another region", "replicate",
-                 "zone us-east1-b is in region us-east1, but the cluster's masters are in region europe-west1",
-                 "zone=europe-west1-c,us-east1-b")
-    life.refused("replicate: the zone of a replica", "replicate", "zone europe-west1-b already holds replica k-master",
-                 "zone=europe-west1-b,europe-west1-c")
 
     # -- replicate into two zones: the load balancer takes the reserved address on the second -------
     # The first run is killed in the middle of a membership change, once k-master-c is an etcd learner;
@@ -181,7 +173,7 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     # Its VM boots again, with the etcd data of a member that was removed: the cluster refuses it, and the load
     # balancer sends it nothing.
     life.wait_ssh("k-master-c")
-    time.sleep(15)
+    life.wait_for_log("k-master-c", "etcd", "the member has been permanently removed from the cluster", limit=30)
     assert sorted(m[1] for m in life.members()) == ["k-master", "k-master-b", "k-master-d"]
     [rule] = life.network()["forwarding_rules"]
     assert sorted(m["name"] for m in rule["members"]) == ["k-master", "k-master-b", "k-master-d"]
@@ -209,8 +201,6 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     life.step("replicate again", "replicate", "zone=europe-west1-c", expect_changed=0)
 
     # -- remove down to one: the address goes back to the last replica ---------------------------
-    life.refused("remove: a replica that does not exist", "remove", "the cluster has no replica named k-master-x",
-                 "zone=europe-west1-b", "replica_name=k-master-x")
     life.step("remove k-master-d", "remove", "zone=europe-west1-d")
     life.step("remove k-master-c", "remove", "zone=europe-west1-c")
     life.refused("remove k-master-c again", "remove", "the cluster has no replica in zone europe-west1-c",
@@ -224,18 +214,9 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     assert ready["status"] == 200, ready
     life.refused("remove the last replica", "remove", "k-master is the cluster's last replica", "zone=europe-west1-b")
     life.refused("recover the only replica", "recover", "k-master is the cluster's only replica", "zone=europe-west1-b")
-    life.refused("recover: a zone without a replica", "recover", "the cluster has no replica in zone europe-west1-c",
-                 "zone=europe-west1-c")
     life.step("bootstrap again on the last replica", "bootstrap", "zone=europe-west1-b", expect_changed=0)
     status = life.step("status", "status", "zone=europe-west1-b", expect_changed=0)
     assert "LOAD BALANCER: single" in status.stdout and "k-master" in status.stdout, status.stdout[-3000:]
-
-    # -- a zone with two replicas is ambiguous: a second VM of the cluster in europe-west1-b --------
-    life.replica_vm("k-master-b2", "europe-west1-b", "present")
-    life.refused("remove: a zone with two replicas", "remove",
-                 "zone europe-west1-b holds 2 replicas (k-master, k-master-b2): set replica_name to say which one",
-                 "zone=europe-west1-b")
-    life.replica_vm("k-master-b2", "europe-west1-b", "absent")
 
     life.stop_writer()
     life.stop_api_poller()
