@@ -15,7 +15,7 @@ description:
   - A member is healthy when it answers, has a leader, has no alarm raised, and (for a voting member)
     a quorum read through it succeeds. The cluster has quorum when more than half of its voting
     members are healthy.
-  - A member whose client URL accepts no TCP connection within 3 seconds (or O(timeout), if shorter) is
+  - A member whose client URL accepts no TCP connection within 5 seconds (or O(timeout), if shorter) is
     unhealthy at once, so that a replica that is gone or cut off does not hold the read for O(timeout).
   - Changes nothing; takes the same connection options as M(kubeha.gce.etcd_member).
 author:

@@ -42,9 +42,10 @@ NOT_LEARNER = "etcdserver: can only promote a learner member"
 #: Connection errors that mean the request never left this host.
 NOT_SENT_ERRNOS = frozenset((errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL))
 #: Seconds within which a member's client port must accept a TCP connection when its health is probed. A live
-#: host accepts at once, however busy etcd is (the kernel answers); a VM that is gone, or a zone that is cut off,
-#: would otherwise hold every probe for the whole request timeout.
-CONNECT_TIMEOUT = 3.0
+#: host accepts at once, however busy etcd is (the kernel answers), and 5 s leave room for two lost SYNs (Linux
+#: sends again after 1 and 3 s); a VM that is gone, or a zone that is cut off, would otherwise hold every probe for
+#: the whole request timeout.
+CONNECT_TIMEOUT = 5.0
 
 
 class EtcdError(Exception):
