@@ -108,24 +108,39 @@ def cluster_report(cluster: t.Mapping[str, t.Any], etcd: t.Mapping[str, t.Any] |
     }
 
 
-def certificate_expiry(files: t.Mapping[str, t.Mapping[str, t.Any]], base: str = "/etc/kubernetes/pki") -> list[dict[str, str]]:
-    """When each certificate expires, soonest first: ``files`` as kubeha.gce.replica_files_info returns them,
-    each named by its path under ``base``."""
+def certificate_expiry(files: t.Mapping[str, t.Mapping[str, t.Any]], base: str = "/etc/kubernetes/pki") -> list[dict[str, t.Any]]:
+    """When each certificate expires: ``files`` as kubeha.gce.replica_files_info returns them, each named by its
+    path under ``base``. One that cannot be read has no expiry but an ``error``, and comes first (it needs a look
+    soonest); the others follow, soonest expiry first."""
     if CRYPTOGRAPHY_IMPORT_ERROR:
         raise AnsibleFilterError("certificate_expiry needs the Python library cryptography on the controller")
     found = []
     for path, entry in (files or {}).items():
+        name = os.path.relpath(path, base) if path.startswith(base.rstrip("/") + "/") else path
         try:
-            expires = not_after(load_cert(str(entry.get("content") or ""), path))
+            expires = not_after(load_cert(str(entry.get("content") or ""), name))
         except PkiError as exc:
-            raise AnsibleFilterError(str(exc)) from None
-        found.append({"name": os.path.relpath(path, base) if path.startswith(base.rstrip("/") + "/") else path,
-                      "not_after": expires.strftime("%Y-%m-%dT%H:%M:%SZ")})
-    return sorted(found, key=lambda c: (c["not_after"], c["name"]))
+            found.append({"name": name, "not_after": None, "error": str(exc)})
+            continue
+        found.append({"name": name, "not_after": expires.strftime("%Y-%m-%dT%H:%M:%SZ"), "error": None})
+    return sorted(found, key=lambda c: (c["error"] is None, c["not_after"] or "", c["name"]))
+
+
+def snapshot_summary(result: t.Mapping[str, t.Any] | None, host: str, dest: str = "") -> str:
+    """One line for a run's summary: the etcd snapshot it took (``result``, what etcd_snapshot returned), where."""
+    snapshot = (result or {}).get("snapshot") if not (result or {}).get("skipped") else None
+    if not snapshot:
+        return "etcd snapshot: none taken (the etcd membership did not change)"
+    copy = "; copied to %s" % os.path.join(dest, os.path.basename(snapshot["path"])) if dest else ""
+    if "revision" not in snapshot:
+        return "etcd snapshot: %s on %s would be taken (check mode)%s" % (snapshot["path"], host, copy and " and" + copy[1:])
+    return "etcd snapshot: %s on %s (revision %s, %s keys)%s" % (
+        snapshot["path"], host, snapshot["revision"], snapshot.get("total_keys"), copy)
 
 
 class FilterModule:
     """The status report of kubeha.gce."""
 
     def filters(self) -> dict[str, t.Callable[..., t.Any]]:
-        return {"cluster_report": cluster_report, "certificate_expiry": certificate_expiry}
+        return {"cluster_report": cluster_report, "certificate_expiry": certificate_expiry,
+                "snapshot_summary": snapshot_summary}

@@ -20,6 +20,9 @@ import pytest
 
 from labcli import control, save_report
 
+# Where the lifecycle roles keep their etcd snapshots (kubeha_etcd_snapshot_dir).
+SNAPSHOTS = "/mnt/disks/master-pd/var/etcd/snapshots"
+
 pytestmark = [pytest.mark.machines, pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")]
 
 
@@ -71,7 +74,11 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     life.interrupted("replicate, killed while k-master-c is a learner", "replicate",
                      lambda: any(m[3] for m in life.members() or []), "zone=europe-west1-c,europe-west1-d")
     assert [m for m in life.members() if m[3]], "the run was not stopped during the membership change"
-    life.step("replicate again, finishing the killed run", "replicate", "zone=europe-west1-c,europe-west1-d")
+    finished = life.step("replicate again, finishing the killed run", "replicate", "zone=europe-west1-c,europe-west1-d")
+    # Both runs took an etcd snapshot before they changed the membership, kept on the replica etcd was read through.
+    assert "etcd snapshot: %s/k-" % SNAPSHOTS in finished.stdout, finished.stdout[-3000:]
+    shots = life.ssh("sudo ls %s" % SNAPSHOTS).stdout.split()
+    assert len(shots) == 2 and all(s.startswith("k-") and s.endswith(".db") for s in shots), shots
     members = life.members()
     assert sorted(m[1] for m in members) == ["k-master", "k-master-c", "k-master-d"] and not any(m[3] for m in members)
     assert all(url.startswith("https://") for m in members for url in m[2])
@@ -201,6 +208,9 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     life.step("replicate again", "replicate", "zone=europe-west1-c", expect_changed=0)
 
     # -- remove down to one: the address goes back to the last replica ---------------------------
+    # A snapshot that fails stops a membership change before anything changes.
+    life.refused("remove k-master-d, its etcd snapshot failing", "remove", "the etcd snapshot through k-master failed",
+                 "zone=europe-west1-d", "etcd_snapshot_keep=0")
     life.step("remove k-master-d", "remove", "zone=europe-west1-d")
     life.step("remove k-master-c", "remove", "zone=europe-west1-c")
     life.refused("remove k-master-c again", "remove", "the cluster has no replica in zone europe-west1-c",
@@ -214,6 +224,14 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     assert ready["status"] == 200, ready
     life.refused("remove the last replica", "remove", "k-master is the cluster's last replica", "zone=europe-west1-b")
     life.refused("recover the only replica", "recover", "k-master is the cluster's only replica", "zone=europe-west1-b")
+    # A snapshot on its own (a schedule's), copied to the controller; the replica keeps the newest five.
+    backups = life.tmp / "backups"
+    taken = life.step("snapshot, copied to the controller", "snapshot", "zone=europe-west1-b", "etcd_snapshot_dest=%s" % backups)
+    [copy] = list(backups.iterdir())
+    assert copy.stat().st_mode & 0o777 == 0o600 and backups.stat().st_mode & 0o777 == 0o700
+    assert "etcd snapshot: %s/%s on k-master (revision" % (SNAPSHOTS, copy.name) in taken.stdout, taken.stdout[-3000:]
+    assert life.ssh("sudo ls %s" % SNAPSHOTS).stdout.split()[-1] == copy.name
+    assert len(life.ssh("sudo ls %s" % SNAPSHOTS).stdout.split()) == 5
     life.step("bootstrap again on the last replica", "bootstrap", "zone=europe-west1-b", expect_changed=0)
     status = life.step("status", "status", "zone=europe-west1-b", expect_changed=0)
     assert "LOAD BALANCER: single" in status.stdout and "k-master" in status.stdout, status.stdout[-3000:]

@@ -1,7 +1,9 @@
 # Copyright (c) kubeha.gce contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The data_disk and etcd roles on a lab machine: a replica created by the collection runs etcd over TLS."""
+"""The data_disk and etcd roles on a lab machine: a replica created by the collection runs etcd, and the events
+etcd, over TLS only. (A member that joins a running cluster through the etcd role is the lifecycle test's replicate,
+and etcd_member's own test.)"""
 
 from __future__ import annotations
 
@@ -95,63 +97,6 @@ def playbook(archive):
     ]
 
 
-def join_playbook(archive):
-    """A second replica in another zone joins the cluster as a learner and is promoted."""
-    ssh = "kubeha:{{ lookup('ansible.builtin.file', lookup('ansible.builtin.env', 'KUBEHA_LAB_SSH_KEY') ~ '.pub') }}"
-    client = {"endpoints": ["https://127.0.0.1:2379"], "ca_cert": "/etc/kubernetes/pki/etcd/ca.crt",
-              "client_cert": "/root/client.cert", "client_key": "/root/client.key"}
-    hosts = {"name": "{{ item.replica.name }}", "groups": "masters", "ansible_host": "{{ item.replica.external_ip }}",
-             "ansible_user": "kubeha", "ansible_python_interpreter": "/usr/bin/python3",
-             "ansible_ssh_private_key_file": "{{ lookup('ansible.builtin.env', 'KUBEHA_LAB_SSH_KEY') }}",
-             "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
-             "internal_ip": "{{ item.replica.internal_ip }}"}
-    return [
-        {"name": "Both replicas", "hosts": "localhost", "gather_facts": False, "tasks": [
-            {"name": "first", "kubeha.gce.gce_master_replica": {"cluster_name": "e", "zone": "europe-west1-b",
-                                                                "metadata": {"ssh-keys": ssh}}, "register": "first"},
-            {"name": "second", "kubeha.gce.gce_master_replica": {
-                "cluster_name": "e", "name": "e-master-c", "zone": "europe-west1-c", "metadata": {"ssh-keys": ssh}},
-             "register": "second"},
-            {"name": "load the CA", "ansible.builtin.set_fact": {
-                "material": "{{ lookup('ansible.builtin.file', report_dir ~ '/pki.json') | from_json }}"}, "no_log": True},
-            {"name": "certificates of the second", "kubeha.gce.replica_pki": {
-                "ca": "{{ material.ca }}", "replica": {"name": "e-master-c", "internal_ip": "{{ second.replica.internal_ip }}"},
-                "leaves": ["etcd-peer", "etcd-server"]}, "register": "second_certs", "no_log": True},
-            {"name": "reach them", "ansible.builtin.add_host": hosts, "loop": ["{{ first }}", "{{ second }}"],
-             "loop_control": {"label": "{{ item.replica.name }}"}},
-        ]},
-        {"name": "Add the second as a learner, through the first", "hosts": "e-master", "gather_facts": False,
-         "become": True, "tasks": [
-             {"name": "add the learner", "register": "learner", "kubeha.gce.etcd_member": dict(
-                 client, name="e-master-c", learner=True, peer_urls=["https://{{ hostvars['e-master-c'].internal_ip }}:2380"])},
-         ]},
-        {"name": "Start etcd on the second", "hosts": "e-master-c", "gather_facts": False, "become": True, "tasks": [
-            {"name": "wait for the guest agent", "ansible.builtin.wait_for_connection": {"timeout": 120}},
-            {"name": "data disk", "ansible.builtin.include_role": {"name": "kubeha.gce.data_disk"}},
-            {"name": "etcd", "ansible.builtin.include_role": {"name": "kubeha.gce.etcd"}, "vars": {
-                "etcd_address": "{{ internal_ip }}",
-                "etcd_archive_src": archive,
-                "etcd_initial_cluster_state": "existing",
-                "etcd_initial_cluster": "{{ hostvars['e-master'].learner.initial_cluster }}",
-                "etcd_tls": {
-                    "ca_cert": "{{ hostvars.localhost.material.ca.etcd.cert }}",
-                    "server_cert": "{{ hostvars.localhost.second_certs.leaves['etcd-server'].cert }}",
-                    "server_key": "{{ hostvars.localhost.second_certs.leaves['etcd-server'].key }}",
-                    "peer_cert": "{{ hostvars.localhost.second_certs.leaves['etcd-peer'].cert }}",
-                    "peer_key": "{{ hostvars.localhost.second_certs.leaves['etcd-peer'].key }}"}}},
-        ]},
-        {"name": "Promote it", "hosts": "e-master", "gather_facts": False, "become": True, "tasks": [
-            {"name": "promote", "kubeha.gce.etcd_member": dict(client, name="e-master-c", learner=False), "register": "promoted"},
-            {"name": "look", "kubeha.gce.etcd_member_info": client, "register": "info"},
-            {"name": "save", "ansible.builtin.copy": {
-                "content": "{{ {'learner': learner.member, 'promoted': promoted.member, 'info': info} | to_json }}",
-                "dest": "/root/join.json", "mode": "0600"}, "changed_when": False},
-            {"name": "fetch", "changed_when": False,
-             "ansible.builtin.fetch": {"src": "/root/join.json", "dest": "{{ report_dir }}/", "flat": True}},
-        ]},
-    ]
-
-
 def test_data_disk_and_etcd_roles_on_a_lab_machine(lab_env, tmp_path):
     assert lab(lab_env, "up").returncode == 0
     archive = etcd_archive(str(tmp_path))
@@ -174,17 +119,3 @@ def test_data_disk_and_etcd_roles_on_a_lab_machine(lab_env, tmp_path):
     assert again.returncode == 0, again.stdout[-5000:]
     recap = [line for line in again.stdout.splitlines() if line.startswith("e-master ")]
     assert recap and "changed=0" in recap[0], recap
-
-    # A replica in another zone joins: added as a learner through the first, started with
-    # initial-cluster-state=existing, then promoted to a voter.
-    join = tmp_path / "join.yml"
-    join.write_text(json.dumps(join_playbook(archive)))
-    joined = lab(lab_env, "exec", "--", "ansible-playbook", str(join), "-e", "report_dir=%s" % tmp_path)
-    assert joined.returncode == 0, joined.stdout[-6000:] + joined.stderr[-2000:]
-    result = json.loads((tmp_path / "join.json").read_text())
-    # A member that has not started yet has no name in etcd's list: it is known by its peer URL.
-    assert result["learner"]["is_learner"] is True and result["learner"]["peer_urls"][0].endswith(":2380")
-    assert result["promoted"]["is_learner"] is False
-    info = result["info"]
-    assert sorted(m["name"] for m in info["members"]) == ["e-master", "e-master-c"]
-    assert info["has_quorum"] is True and info["learners"] == [] and info["healthy_voters"] == 2 and info["voters"] == 2

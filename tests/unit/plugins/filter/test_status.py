@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import datetime
 
-import pytest
-from ansible.errors import AnsibleFilterError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -47,6 +45,7 @@ def test_a_healthy_cluster_is_not_degraded():
     assert report["etcd_leader"] == "k-master"
     assert report["load_balancer"] == {"state": "balanced", "members": {"k-master": "HEALTHY", "k-master-c": "HEALTHY"}}
     assert FilterModule().filters()["cluster_report"] is cluster_report
+    assert sorted(FilterModule().filters()) == ["certificate_expiry", "cluster_report", "snapshot_summary"]
 
 
 def test_a_zone_outage_reports_the_member_there_and_keeps_the_rest():
@@ -107,8 +106,21 @@ def test_certificate_expiry_names_each_under_the_base_soonest_first():
 
     files = {"/etc/kubernetes/pki/apiserver.crt": {"content": pem(365)}, "/etc/kubernetes/pki/etcd/peer.crt": {"content": pem(10)},
              "/other/x.crt": {"content": pem(20)}}
-    assert FilterModule().filters()["certificate_expiry"](files) == [
-        {"name": "etcd/peer.crt", "not_after": "2030-01-11T00:00:00Z"}, {"name": "/other/x.crt", "not_after": "2030-01-21T00:00:00Z"},
-        {"name": "apiserver.crt", "not_after": "2031-01-01T00:00:00Z"}]
-    with pytest.raises(AnsibleFilterError, match="/etc/kubernetes/pki/ca.crt is not a PEM certificate"):
-        FilterModule().filters()["certificate_expiry"]({"/etc/kubernetes/pki/ca.crt": {"content": "nope"}})
+    files["/etc/kubernetes/pki/ca.crt"] = {"content": "nope"}
+    found = FilterModule().filters()["certificate_expiry"](files)
+    # One that cannot be read comes first, with the reason; the others soonest first.
+    assert found[0]["name"] == "ca.crt" and found[0]["not_after"] is None and found[0]["error"].startswith("ca.crt is not a PEM certificate")
+    assert found[1:] == [
+        {"name": "etcd/peer.crt", "not_after": "2030-01-11T00:00:00Z", "error": None},
+        {"name": "/other/x.crt", "not_after": "2030-01-21T00:00:00Z", "error": None},
+        {"name": "apiserver.crt", "not_after": "2031-01-01T00:00:00Z", "error": None}]
+
+
+def test_snapshot_summary_names_the_file_the_replica_and_the_copy():
+    summary = FilterModule().filters()["snapshot_summary"]
+    taken = {"snapshot": {"path": "/d/k-20261205T031500Z.db", "revision": 812, "total_keys": 312}}
+    assert summary(taken, "k-master") == "etcd snapshot: /d/k-20261205T031500Z.db on k-master (revision 812, 312 keys)"
+    assert summary(taken, "k-master", "/backups/k").endswith("(revision 812, 312 keys); copied to /backups/k/k-20261205T031500Z.db")
+    assert summary({"snapshot": {"path": "/d/k-1.db"}}, "k-master") == "etcd snapshot: /d/k-1.db on k-master would be taken (check mode)"
+    assert summary({}, "k-master") == summary({"skipped": True}, "k-master") == \
+        "etcd snapshot: none taken (the etcd membership did not change)"
