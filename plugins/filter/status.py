@@ -126,16 +126,16 @@ def certificate_expiry(files: t.Mapping[str, t.Mapping[str, t.Any]], base: str =
     return sorted(found, key=lambda c: (c["error"] is None, c["not_after"] or "", c["name"]))
 
 
-def snapshot_summary(result: t.Mapping[str, t.Any] | None, host: str, dest: str = "") -> str:
-    """One line for a run's summary: the etcd snapshot it took (``result``, what etcd_snapshot returned), where."""
+def snapshot_summary(result: t.Mapping[str, t.Any] | None, host: str, copy: str = "") -> str:
+    """One line for a run's summary: the etcd snapshot it took (``result``, what etcd_snapshot returned), on which
+    replica, and ``copy``, where on the controller it was copied (empty: it was not)."""
     snapshot = (result or {}).get("snapshot") if not (result or {}).get("skipped") else None
     if not snapshot:
         return "etcd snapshot: none taken (the etcd membership did not change)"
-    copy = "; copied to %s" % os.path.join(dest, os.path.basename(snapshot["path"])) if dest else ""
     if "revision" not in snapshot:
-        return "etcd snapshot: %s on %s would be taken (check mode)%s" % (snapshot["path"], host, copy and " and" + copy[1:])
+        return "etcd snapshot: %s on %s would be taken (check mode)" % (snapshot["path"], host)
     return "etcd snapshot: %s on %s (revision %s, %s keys)%s" % (
-        snapshot["path"], host, snapshot["revision"], snapshot.get("total_keys"), copy)
+        snapshot["path"], host, snapshot["revision"], snapshot.get("total_keys"), "; copied to %s" % copy if copy else "")
 
 
 class FilterModule:

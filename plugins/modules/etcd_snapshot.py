@@ -11,14 +11,17 @@ short_description: Take an etcd v3 snapshot on a master replica, check it, and k
 version_added: 0.1.0
 description:
   - Takes a snapshot of the etcd cluster with C(etcdctl snapshot save) through the first of O(endpoints) whose
-    member answers and has a leader, reads it back with C(etcdctl snapshot status) (its hash, revision and number
-    of keys), and only then keeps it as C(PREFIX-YYYYmmddTHHMMSSZ.db) in O(dest), mode 0600. A snapshot that cannot
-    be read back is deleted, and the module fails.
-  - Then deletes the oldest snapshots of O(prefix) in O(dest) beyond O(keep).
+    member answers and has a leader, reads it back with C(snapshot status) (its hash, revision and number of keys;
+    of C(etcdutl) when it is installed next to etcdctl, as etcd 3.6 has it there only, else of etcdctl), and only
+    then keeps it as C(PREFIX-YYYYmmddTHHMMSSZ.db) in O(dest), mode 0600. A snapshot that cannot be read back is
+    deleted, and the module fails.
+  - Fails before it starts when O(dest) has less free space than the member's database and 64 MiB.
+  - Then deletes the oldest snapshots of O(prefix) in O(dest) beyond O(keep) (one that cannot be deleted is a
+    warning), and temporary files that a killed run left there an hour or more ago.
   - Every run takes a new snapshot, so it always reports a change; in check mode it says which file it would
     write and which it would delete, and writes nothing.
   - Runs on a replica (delegate to it), where the etcd role installs C(etcdctl); uses only the Python standard
-    library besides that. The lifecycle roles take one before every change of the etcd membership, on the data
+    library besides that. A lifecycle run takes one before it changes the etcd membership, on the data
     disk of a replica that stays.
 author:
   - kubeha.gce maintainers (@kubeha)
@@ -140,6 +143,8 @@ def main() -> None:
             result = take(client, request, command, datetime.datetime.now(datetime.timezone.utc), module.check_mode)
         except OSError as exc:
             raise EtcdError("snapshot in %s: %s" % (module.params["dest"], exc)) from None
+        for warning in result.pop("warnings"):
+            module.warn(warning)
         if not module._diff:
             del result["diff"]
         return result

@@ -103,3 +103,30 @@ def test_a_snapshot_that_cannot_be_read_back_is_not_kept(three, tmp_path):
     result = snapshot(three, dest, etcdctl=str(fake))
     assert result["failed"] and "cannot be read back (etcdctl snapshot status:" in result["msg"], result
     assert os.listdir(dest) == []
+
+
+def test_no_room_is_refused_before_etcd_is_asked_and_stale_temporary_files_go(three, tmp_path, monkeypatch):
+    dest = tmp_path / "snapshots"
+    dest.mkdir()
+    stale, fresh = dest / ".k-killed.tmp", dest / ".k-running.tmp"
+    stale.write_text("left by a killed run")
+    fresh.write_text("another run's")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    # A client certificate file that holds its key too, as the etcd modules accept it.
+    combined = tmp_path / "client.pem"
+    combined.write_text(open(three.pki.client_cert, encoding="utf-8").read() + open(three.pki.client_key, encoding="utf-8").read())
+    args = dict(connection(three), dest=str(dest), prefix="k", client_cert=str(combined))
+    del args["client_key"]
+    taken = run_module("etcd_snapshot", args)
+    assert not taken.get("failed"), taken.get("msg")
+    assert sorted(os.listdir(dest)) == [".k-running.tmp", os.path.basename(taken["snapshot"]["path"])]
+
+    class Full(t.NamedTuple):
+        f_bavail: int = 1
+        f_frsize: int = 1024 * 1024
+
+    monkeypatch.setattr(os, "statvfs", lambda path: Full())
+    time.sleep(1.05)
+    refused = run_module("etcd_snapshot", args)
+    assert refused["failed"] and refused["msg"].startswith("%s has 1 MiB free, and a snapshot of this etcd" % dest), refused
+    assert len([n for n in os.listdir(dest) if n.endswith(".db")]) == 1

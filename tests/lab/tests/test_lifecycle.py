@@ -227,9 +227,10 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     # A snapshot on its own (a schedule's), copied to the controller; the replica keeps the newest five.
     backups = life.tmp / "backups"
     taken = life.step("snapshot, copied to the controller", "snapshot", "zone=europe-west1-b", "etcd_snapshot_dest=%s" % backups)
-    [copy] = list(backups.iterdir())
-    assert copy.stat().st_mode & 0o777 == 0o600 and backups.stat().st_mode & 0o777 == 0o700
+    [copy] = list((backups / "k").iterdir())
+    assert copy.stat().st_mode & 0o777 == 0o600 and (backups / "k").stat().st_mode & 0o777 == 0o700
     assert "etcd snapshot: %s/%s on k-master (revision" % (SNAPSHOTS, copy.name) in taken.stdout, taken.stdout[-3000:]
+    assert "copied to %s" % copy in taken.stdout, taken.stdout[-3000:]
     assert life.ssh("sudo ls %s" % SNAPSHOTS).stdout.split()[-1] == copy.name
     assert len(life.ssh("sudo ls %s" % SNAPSHOTS).stdout.split()) == 5
     life.step("bootstrap again on the last replica", "bootstrap", "zone=europe-west1-b", expect_changed=0)

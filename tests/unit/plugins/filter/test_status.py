@@ -120,7 +120,8 @@ def test_snapshot_summary_names_the_file_the_replica_and_the_copy():
     summary = FilterModule().filters()["snapshot_summary"]
     taken = {"snapshot": {"path": "/d/k-20261205T031500Z.db", "revision": 812, "total_keys": 312}}
     assert summary(taken, "k-master") == "etcd snapshot: /d/k-20261205T031500Z.db on k-master (revision 812, 312 keys)"
-    assert summary(taken, "k-master", "/backups/k").endswith("(revision 812, 312 keys); copied to /backups/k/k-20261205T031500Z.db")
+    assert summary(taken, "k-master", "/backups/k/k-20261205T031500Z.db").endswith(
+        "(revision 812, 312 keys); copied to /backups/k/k-20261205T031500Z.db")
     assert summary({"snapshot": {"path": "/d/k-1.db"}}, "k-master") == "etcd snapshot: /d/k-1.db on k-master would be taken (check mode)"
     assert summary({}, "k-master") == summary({"skipped": True}, "k-master") == \
         "etcd snapshot: none taken (the etcd membership did not change)"
