@@ -64,9 +64,6 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     life.start_writer()
     life.start_api_poller()
 
-    life.refused("bootstrap again in another zone", "bootstrap", "cluster k already has replicas (k-master in europe-west1-b)",
-                 "zone=europe-west1-c")
-    life.refused("replicate: to two replicas", "replicate", "this would make 2 replicas, an even number", "zone=europe-west1-c")
 
     # -- replicate into two zones: the load balancer takes the reserved address on the second -------
     # The first run is killed in the middle of a membership change, once k-master-c is an etcd learner;
@@ -213,8 +210,6 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
                  "zone=europe-west1-d", "etcd_snapshot_keep=0")
     life.step("remove k-master-d", "remove", "zone=europe-west1-d")
     life.step("remove k-master-c", "remove", "zone=europe-west1-c")
-    life.refused("remove k-master-c again", "remove", "the cluster has no replica in zone europe-west1-c",
-                 "zone=europe-west1-c")
     life.step("remove k-master-c again, absent_ok", "remove", "zone=europe-west1-c", "absent_ok=true", expect_changed=0)
     assert [m[1] for m in life.members()] == ["k-master"]
     assert life.network()["forwarding_rules"] == []
@@ -222,7 +217,6 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     assert not [p for p in life.resources() if "/backendServices/" in p or "/targetPools/" in p or "/instanceGroups/" in p]
     ready = life.readyz()
     assert ready["status"] == 200, ready
-    life.refused("remove the last replica", "remove", "k-master is the cluster's last replica", "zone=europe-west1-b")
     life.refused("recover the only replica", "recover", "k-master is the cluster's only replica", "zone=europe-west1-b")
     # A snapshot on its own (a schedule's), copied to the controller; the replica keeps the newest five.
     backups = life.tmp / "backups"
