@@ -64,7 +64,6 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     life.start_writer()
     life.start_api_poller()
 
-
     # -- replicate into two zones: the load balancer takes the reserved address on the second -------
     # The first run is killed in the middle of a membership change, once k-master-c is an etcd learner;
     # the next run must finish it (and add k-master-d).
