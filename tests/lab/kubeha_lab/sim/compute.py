@@ -545,12 +545,18 @@ class Compute:
         self._check_labels(body.get("labels") or {}, "resource.labels")
         if body.get("labelFingerprint") != resource.get("labelFingerprint"):
             raise stale_fingerprint("label")
-        return self._op(collection, params, "setLabels", path, user, "set_labels", labels=body.get("labels") or {})
+        return self._op(collection, params, "setLabels", path, user, "set_labels", labels=body.get("labels") or {},
+                        expected=body.get("labelFingerprint"))
 
-    def s_set_labels(self, path: str, labels: dict[str, str]) -> None:
+    def s_set_labels(self, path: str, labels: dict[str, str], expected: str | None = None) -> None:
+        # The fingerprint is checked again when the change is made: of two calls that gave the same fingerprint
+        # while neither was made yet, the second fails (its operation ends with CONDITION_NOT_MET), so setLabels
+        # is a compare-and-swap.
         with self.state.lock:
             resource = self.state.get(path)
             if resource is not None:
+                if expected is not None and resource.get("labelFingerprint") != expected:
+                    raise stale_fingerprint("label")
                 resource["labels"] = labels
                 resource["labelFingerprint"] = fingerprint(labels)
                 self.state.save()
