@@ -283,6 +283,64 @@ def recover_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], name: str | No
     return []
 
 
+def restore_target(replicas: t.Sequence[t.Mapping[str, t.Any]], name: str | None = None,
+                   zone: str | None = None) -> dict[str, t.Any]:
+    """The replica that ``name`` (or the only one in ``zone``) designates; ``{}`` when none or several do."""
+    found = [r for r in replicas if (r.get("name") == name if name else r.get("zone") == zone)]
+    return dict(found[0]) if len(found) == 1 else {}
+
+
+def restore_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], name: str | None = None, zone: str | None = None,
+                     unavailable: t.Sequence[str] = (), etcd: t.Mapping[str, t.Any] | None = None,
+                     restored: bool = False, unread: t.Sequence[str] = (), pending: bool = False) -> list[str]:
+    """Why restoring etcd from a snapshot on the replica named ``name`` (or the one in ``zone``) cannot happen.
+
+    ``etcd`` is what etcd_member_info read through the cluster's running replicas (the answer with a quorum first);
+    ``unread`` the running replicas whose etcd could not be read; ``restored`` whether the replica's etcd was made
+    from a snapshot by an earlier restore, ``pending`` whether that restore was stopped halfway (the replica's own
+    etcd is then down because of it). A restore throws away every write since the snapshot and every other
+    member: it is refused while etcd has a quorum, and while a running replica could not be asked (it may hold
+    one), except to finish a restore (the restored replica alone in its new cluster).
+    """
+    if not name and not zone:
+        return ["say which replica to restore etcd on: set replica_name, or zone when the zone holds only one replica"]
+    target = restore_target(replicas, name, zone)
+    if not target:
+        where = "named %s" % name if name else "in zone %s" % zone
+        found = [r for r in replicas if r.get("zone") == zone] if not name else []
+        existing = ", ".join("%s (%s, %s)" % (r["name"], r.get("zone"), r.get("status")) for r in replicas) or "none"
+        if len(found) > 1:
+            return ["zone %s holds %d replicas (%s): set replica_name to say which one"
+                    % (zone, len(found), ", ".join(sorted(r["name"] for r in found)))]
+        down = " (zones that do not answer: %s)" % ", ".join(unavailable) if unavailable else ""
+        return ["the cluster has no replica %s in the zones that answer%s; its replicas: %s. etcd is restored on a "
+                "running replica whose data disk holds the snapshot, or that a snapshot on the controller is copied "
+                "to (snapshot_src)" % (where, down, existing)]
+    problems = []
+    if target.get("status") != "RUNNING":
+        problems.append("%s is %s: etcd is restored on a running replica; start its VM (or recover it), or name "
+                        "another" % (target["name"], target.get("status")))
+    info = etcd or {}
+    voters = int(info.get("voters") or 0)
+    members = [m.get("name") for m in info.get("members") or [] if not m.get("is_learner")]
+    finishing = restored and bool(info.get("has_quorum")) and members == [target["name"]]
+    unread = [n for n in unread if not (pending and n == target["name"])]
+    if unread and not finishing:
+        problems.append(
+            "etcd could not be read through the running replica(s) %s, which may still hold its quorum: a restore "
+            "goes ahead only when every running replica is known to have lost it. Bring their etcd back, or stop "
+            "the VMs of those that are lost (gcloud compute instances stop NAME --zone ZONE) and run again"
+            % ", ".join(sorted(unread)))
+    if info.get("has_quorum"):
+        if not finishing:
+            problems.append(
+                "etcd has its quorum (%d of %d voting members healthy, %d needed): a restore is for a majority "
+                "lost for good, and would throw away every write since the snapshot and every other member; "
+                "recover a failed replica (recover) or remove it (remove) instead"
+                % (int(info.get("healthy_voters") or 0), voters, quorum(voters) if voters else 1))
+    return problems
+
+
 class FilterModule:
     """Zone and quorum rules of kubeha.gce."""
 
@@ -298,6 +356,8 @@ class FilterModule:
             "replicate_problems": replicate_problems,
             "replica_targets": replica_targets,
             "recover_problems": recover_problems,
+            "restore_problems": restore_problems,
+            "restore_target": restore_target,
             "remove_problems": remove_problems,
             "unlisted_members": unlisted_members,
             "resource_names": names.resource_names,

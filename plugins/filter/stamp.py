@@ -109,18 +109,25 @@ def _differences(parts: t.Mapping[str, t.Mapping[str, t.Any]]) -> str:
 
 
 def role_options(roles: t.Sequence[str]) -> list[str]:
-    """The options of the collection's roles: what their argument specs (main entry point) declare, or, for a role
-    without one, the variables of its defaults."""
+    """The options of the collection's roles: what their argument specs declare for the main entry point, or, for a
+    role without one (it may have specs for other entry points only), the variables of its defaults."""
     names: list[str] = []
     for role in roles:
         base = os.path.join(_COLLECTION, "roles", role)
         specs, defaults = os.path.join(base, "meta", "argument_specs.yml"), os.path.join(base, "defaults", "main.yml")
-        path = specs if os.path.exists(specs) else defaults
+        path = specs
         try:
-            with open(path, encoding="utf-8") as handle:
-                loaded = yaml.safe_load(handle)
-            names.extend(sorted(loaded["argument_specs"]["main"]["options"] if path == specs else loaded))
-        except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
+            main = None
+            if os.path.exists(specs):
+                with open(specs, encoding="utf-8") as handle:
+                    main = (yaml.safe_load(handle)["argument_specs"] or {}).get("main")
+            if main is None:
+                path = defaults
+                with open(defaults, encoding="utf-8") as handle:
+                    names.extend(sorted(yaml.safe_load(handle)))
+            else:
+                names.extend(sorted(main["options"]))
+        except (OSError, KeyError, TypeError, AttributeError, yaml.YAMLError) as exc:
             raise AnsibleFilterError("role_options: cannot read the options of role %s from %s: %s" % (role, path, exc)) from exc
     return names
 

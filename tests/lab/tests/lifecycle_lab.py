@@ -134,6 +134,33 @@ class Lifecycle:
         self.steps.append({"step": title, "playbook": name, "args": list(extra), "wall_s": round(time.time() - started, 1),
                            "changed": None, "killed": True, "started": started, "ended": time.time()})
 
+    def together(self, title, name, *extra):
+        """Start the same playbook twice at once, as two AWX jobs or an operator and a schedule would: both must
+        succeed, one after the other (the second waits for the cluster's lock). Returns both runs' output."""
+        started = time.time()
+        processes, logs = [], []
+        try:
+            for index in range(2):
+                logs.append(open(self.tmp / ("together-%d.log" % index), "w", encoding="utf-8"))  # pylint: disable=consider-using-with
+                processes.append(subprocess.Popen([LAB] + self.command(name, *extra), env=self.env, stdout=logs[-1],  # pylint: disable=consider-using-with
+                                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                  start_new_session=True))
+            codes = [process.wait(timeout=1800) for process in processes]
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+            for log in logs:
+                log.close()
+        outputs = [(self.tmp / ("together-%d.log" % index)).read_text() for index in range(2)]
+        for code, output in zip(codes, outputs):
+            assert code == 0, "%s: a run failed (exit %s):\n%s" % (title, code, output[-4000:])
+        changed = [str(recap(subprocess.CompletedProcess([], 0, output, ""))["localhost"]["changed"]) for output in outputs]
+        self.steps.append({"step": title, "playbook": name, "args": list(extra), "wall_s": round(time.time() - started, 1),
+                           "changed": "+".join(changed), "started": started, "ended": time.time()})
+        return outputs
+
     def zone_fails_during(self, title, name, zone, when, *extra):
         """Start a playbook and take ``zone`` down as soon as ``when()`` holds; the run must stop without changing
         the etcd membership. Returns what it printed."""
@@ -360,14 +387,17 @@ def recap(run):
 
 
 def changed_tasks(run):
+    """The tasks that changed something, and what the run said about why it converged a replica again."""
     lines = run.stdout.splitlines()
-    tasks, task = [], None
+    tasks, task, why = [], None, []
     for line in lines:
         if line.startswith(("TASK [", "RUNNING HANDLER [")):
             task = line
         elif line.startswith("changed:") and task and task not in tasks:
             tasks.append(task)
-    return "\n".join(tasks) or failure(run)
+        elif task and "converged again, and why" in task:
+            why.append(line)
+    return "\n".join(tasks + why) or failure(run)
 
 
 def failure(run):

@@ -15,10 +15,12 @@ The first replicate is killed in the middle of a membership change; the next run
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 
 from labcli import control, save_report
+from lifecycle_lab import ETCDCTL, recap
 
 # Where the lifecycle roles keep their etcd snapshots (kubeha_etcd_snapshot_dir).
 SNAPSHOTS = "/mnt/disks/master-pd/var/etcd/snapshots"
@@ -70,9 +72,16 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     life.interrupted("replicate, killed while k-master-c is a learner", "replicate",
                      lambda: any(m[3] for m in life.members() or []), "zone=europe-west1-c,europe-west1-d")
     assert [m for m in life.members() if m[3]], "the run was not stopped during the membership change"
-    finished = life.step("replicate again, finishing the killed run", "replicate", "zone=europe-west1-c,europe-west1-d")
+    # Twice at once, as two AWX jobs would: one holds the cluster's lock (taken over from the killed run, whose
+    # process is gone) and finishes the change; the other waits for it, then finds nothing left to do.
+    runs = life.together("replicate again twice at once, finishing the killed run", "replicate",
+                         "zone=europe-west1-c,europe-west1-d")
+    [finished] = [run for run in runs if "its run's process on this controller has ended" in run]
+    [waited] = [run for run in runs if run is not finished]
+    assert "waited " in waited and "s for the lock of cluster k, held by run" in waited, waited[-4000:]
+    assert recap(subprocess.CompletedProcess([], 0, waited, ""))["localhost"]["changed"] == 0, waited[-4000:]
     # Both runs took an etcd snapshot before they changed the membership, kept on the replica etcd was read through.
-    assert "etcd snapshot: %s/k-" % SNAPSHOTS in finished.stdout, finished.stdout[-3000:]
+    assert "etcd snapshot: %s/k-" % SNAPSHOTS in finished, finished[-3000:]
     shots = life.ssh("sudo ls %s" % SNAPSHOTS).stdout.split()
     assert len(shots) == 2 and all(s.startswith("k-") and s.endswith(".db") for s in shots), shots
     members = life.members()
@@ -203,29 +212,54 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     assert sorted(m[1] for m in members) == ["k-master", "k-master-c", "k-master-d"] and not any(m[3] for m in members)
     life.step("replicate again", "replicate", "zone=europe-west1-c", expect_changed=0)
 
-    # -- remove down to one: the address goes back to the last replica ---------------------------
-    # A snapshot that fails stops a membership change before anything changes.
-    life.refused("remove k-master-d, its etcd snapshot failing", "remove", "the etcd snapshot through k-master failed",
-                 "zone=europe-west1-d", "etcd_snapshot_keep=0")
-    life.step("remove k-master-d", "remove", "zone=europe-west1-d")
-    life.step("remove k-master-c", "remove", "zone=europe-west1-c")
-    life.step("remove k-master-c again, absent_ok", "remove", "zone=europe-west1-c", "absent_ok=true", expect_changed=0)
-    assert [m[1] for m in life.members()] == ["k-master"]
-    assert life.network()["forwarding_rules"] == []
-    assert life.instance("k-master")["nat_ip"] == life.address()
-    assert not [p for p in life.resources() if "/backendServices/" in p or "/targetPools/" in p or "/instanceGroups/" in p]
-    ready = life.readyz()
-    assert ready["status"] == 200, ready
-    life.refused("recover the only replica", "recover", "k-master is the cluster's only replica", "zone=europe-west1-b")
-    # A snapshot on its own (a schedule's), copied to the controller; the replica keeps the newest five.
+    # -- a snapshot on its own (a schedule's), copied to the controller; the replica keeps the newest five ------------
+    etcdctl = "%s --endpoints https://127.0.0.1:2379 --command-timeout 10s" % ETCDCTL
+    life.ssh("%s put /restore-canary written-before-the-snapshot" % etcdctl)
     backups = life.tmp / "backups"
     taken = life.step("snapshot, copied to the controller", "snapshot", "zone=europe-west1-b", "etcd_snapshot_dest=%s" % backups)
     [copy] = list((backups / "k").iterdir())
     assert copy.stat().st_mode & 0o777 == 0o600 and (backups / "k").stat().st_mode & 0o777 == 0o700
     assert "etcd snapshot: %s/%s on k-master (revision" % (SNAPSHOTS, copy.name) in taken.stdout, taken.stdout[-3000:]
     assert "copied to %s" % copy in taken.stdout, taken.stdout[-3000:]
-    assert life.ssh("sudo ls %s" % SNAPSHOTS).stdout.split()[-1] == copy.name
-    assert len(life.ssh("sudo ls %s" % SNAPSHOTS).stdout.split()) == 5
+    kept = life.ssh("sudo ls %s" % SNAPSHOTS).stdout.split()
+    assert kept[-1] == copy.name and len(kept) == 5, kept
+    life.ssh("%s put /restore-canary written-after-the-snapshot" % etcdctl)
+    life.refused("restore while etcd has its quorum", "restore", "etcd has its quorum (3 of 3 voting members healthy, 2 needed)",
+                 "zone=europe-west1-b")
+
+    # -- a majority lost for good: k-master-c's VM and disk are gone, europe-west1-d is down; etcd on k-master has no
+    # quorum. restore rebuilds it there from the controller's copy, as a new one-member cluster -----------------------
+    life.replica_vm("k-master-c", "europe-west1-c", "absent", delete_data_disk=True)
+    control(life.env, "POST", "zones/europe-west1-d/down")
+    restored = life.step("restore on k-master, two of three replicas lost", "restore", "zone=europe-west1-b",
+                         "snapshot_src=%s" % copy)
+    for line in ("etcd restored from %s/restored-from-controller-%s" % (SNAPSHOTS, copy.name),
+                 "the other members of the old cluster, which the new one refuses, have no replica in the zones that answer: "
+                 "k-master-c, k-master-d; zones that do not answer: europe-west1-d",
+                 "grow back to three replicas: ansible-playbook kubeha.gce.replicate -e cluster_name=k -e zone=europe-west1-c"):
+        said = [text for text in restored.stdout.splitlines() if "cluster k" in text or "old cluster" in text or "grow back" in text]
+        assert line in restored.stdout, (line, said)
+    assert [m[1] for m in life.members()] == ["k-master"]
+    assert life.ssh("%s get /restore-canary --print-value-only" % etcdctl).stdout.strip() == "written-before-the-snapshot"
+    assert life.network()["forwarding_rules"] == [] and life.instance("k-master")["nat_ip"] == life.address()
+    assert not [p for p in life.resources() if "/backendServices/" in p or "/targetPools/" in p]
+    assert life.instance("k-master-c") is None
+    ready = life.readyz()
+    assert ready["status"] == 200 and "[+]etcd ok" in ready["body"], ready
+    life.step("restore again", "restore", "zone=europe-west1-b", "snapshot_src=%s" % copy, expect_changed=0)
+
+    # europe-west1-d comes back: the old member's etcd is refused by the new cluster; remove deletes what is left.
+    control(life.env, "POST", "zones/europe-west1-d/up")
+    life.wait_ssh("k-master-d")
+    assert life.wait_for_log("k-master-d", "etcd", "cluster ID mismatch", limit=60)
+    assert [m[1] for m in life.members()] == ["k-master"]
+    life.step("remove k-master-d once its zone is back: its leftovers", "remove", "zone=europe-west1-d",
+              "replica_name=k-master-d")
+    assert life.instance("k-master-d") is None
+    assert not [p for p in life.resources() if "/instanceGroups/" in p or "k-master-d" in p or "k-master-c" in p]
+    ready = life.readyz()
+    assert ready["status"] == 200, ready
+    life.refused("recover the only replica", "recover", "k-master is the cluster's only replica", "zone=europe-west1-b")
     life.step("bootstrap again on the last replica", "bootstrap", "zone=europe-west1-b", expect_changed=0)
     status = life.step("status", "status", "zone=europe-west1-b", expect_changed=0)
     assert "LOAD BALANCER: single" in status.stdout and "k-master" in status.stdout, status.stdout[-3000:]

@@ -18,6 +18,8 @@ from ansible_collections.kubeha.gce.plugins.filter.preflight import (
     replica_targets,
     unlisted_members,
     replicate_problems,
+    restore_problems,
+    restore_target,
     zone_name_problems,
     zone_problems,
     zone_region,
@@ -225,7 +227,8 @@ def test_removal_keeps_a_quorum_of_healthy_voters():
 
 def test_the_filters_are_registered():
     names = ["bootstrap_problems", "etcd_problems", "fault_tolerance", "quorum", "recover_problems", "remove_problems", "replica_targets",
-             "replicate_problems", "resource_names", "unlisted_members", "zone_name_problems", "zone_problems", "zone_region"]
+             "replicate_problems", "resource_names", "restore_problems", "restore_target", "unlisted_members", "zone_name_problems",
+             "zone_problems", "zone_region"]
     assert sorted(FilterModule().filters()) == names
     assert FilterModule().filters()["resource_names"]("k")["address"] == "k-master-ip"
 
@@ -242,3 +245,46 @@ def test_recover_rules():
     assert recover_problems(two_in_c, zone="europe-west1-c") == [
         "zone europe-west1-c holds 2 replicas (k-master-c, k-master-c2): set replica_name to say which one"]
     assert recover_problems(THREE)[0].startswith("say which replica to recover")
+
+
+def running(replicas):
+    return [dict(r, status="RUNNING") for r in replicas]
+
+
+def etcd_read(has_quorum, voters=3, healthy=1, names=("k-master", "k-master-c", "k-master-d")):
+    return {"has_quorum": has_quorum, "voters": voters, "healthy_voters": healthy,
+            "members": [{"name": n, "is_learner": False} for n in names]}
+
+
+def test_restore_rules():
+    lost = etcd_read(False)
+    assert restore_problems(running(THREE), zone="europe-west1-b", etcd=lost) == []
+    assert restore_target(running(THREE), zone="europe-west1-b")["name"] == "k-master"
+    assert restore_target(running(THREE), name="k-master-x") == {}
+    # Refused while etcd has its quorum: a restore throws away the writes since the snapshot.
+    [problem] = restore_problems(running(THREE), name="k-master", etcd=etcd_read(True, healthy=2))
+    assert problem.startswith("etcd has its quorum (2 of 3 voting members healthy, 2 needed): a restore is for a "
+                              "majority lost for good")
+    # ... unless it finishes a restore: the restored replica alone in its new cluster.
+    alone = etcd_read(True, voters=1, healthy=1, names=("k-master",))
+    assert restore_problems(running(THREE), name="k-master", etcd=alone, restored=True) == []
+    assert restore_problems(running(ONE), name="k-master", etcd=alone)[0].startswith("etcd has its quorum (1 of 1")
+    # Grown back after a restore: refused again.
+    assert restore_problems(running(THREE), name="k-master", etcd=etcd_read(True, healthy=3), restored=True)
+    # The replica: found, running, in a zone that answers.
+    stopped = [dict(r, status="TERMINATED") if r["name"] == "k-master" else dict(r, status="RUNNING") for r in THREE]
+    assert restore_problems(stopped, zone="europe-west1-b", etcd=lost) == [
+        "k-master is TERMINATED: etcd is restored on a running replica; start its VM (or recover it), or name another"]
+    [problem] = restore_problems(running(ONE), zone="europe-west1-c", unavailable=["europe-west1-c"], etcd=lost)
+    assert problem.startswith("the cluster has no replica in zone europe-west1-c in the zones that answer (zones that "
+                              "do not answer: europe-west1-c); its replicas: k-master (europe-west1-b, RUNNING)")
+    two_in_c = running(THREE + [replica("k-master-c2", "europe-west1-c")])
+    assert restore_problems(two_in_c, zone="europe-west1-c", etcd=lost)[0].startswith("zone europe-west1-c holds 2")
+    assert restore_problems(THREE)[0].startswith("say which replica to restore etcd on")
+    # A running replica whose etcd could not be read may hold the quorum: refused, naming it.
+    [problem] = restore_problems(running(THREE), name="k-master", etcd=lost, unread=["k-master-d"])
+    assert problem.startswith("etcd could not be read through the running replica(s) k-master-d, which may still hold")
+    assert restore_problems(running(THREE), name="k-master", etcd=alone, restored=True, unread=["k-master-d"]) == []
+    # A restore stopped halfway: the replica's own etcd is down for it, which is no reason to refuse.
+    assert restore_problems(running(ONE), name="k-master", etcd={}, restored=True, pending=True, unread=["k-master"]) == []
+    assert restore_problems(running(ONE), name="k-master", etcd={}, restored=True, unread=["k-master"])
