@@ -1,7 +1,7 @@
 # Test entry points for the kubeha.gce collection; see scripts/test.sh.
 SHELL := /bin/bash
 
-.PHONY: demo test bench sanity units etcd lint build lab lifecycle molecule bootstrap constraints clean-cache
+.PHONY: demo test bench crash-matrix sanity units etcd lint build lab lifecycle molecule bootstrap constraints clean-cache
 
 ## demo: bring the lab up and run the collection against it (the main job on the lab)
 demo:
@@ -15,6 +15,10 @@ test:
 ## bench: measure what each lifecycle step costs in the lab (wall time, calls, availability); not part of test
 bench:
 	@scripts/bench.sh
+
+## crash-matrix: every run killed at every step and finished by the next (make test runs a sample); not part of test
+crash-matrix:
+	@scripts/test.sh crash_matrix
 
 ## sanity | units | etcd | lint | build | lab | lifecycle | molecule: run one stage
 sanity units etcd lint build lab lifecycle molecule:

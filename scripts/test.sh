@@ -11,7 +11,8 @@
 #   KUBEHA_CACHE        cache directory for the virtualenv (see scripts/bootstrap.sh)
 #   KUBEHA_KEEP_TMP=1   keep the temporary work directory for inspection
 #
-# Adding a stage: write a stage_<name> function below and add <name> to STAGES.
+# Adding a stage: write a stage_<name> function below and add <name> to STAGES. crash_matrix (make crash-matrix) is
+# a stage that runs only when named.
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -235,7 +236,14 @@ stage_lab() {
     # the collection's modules run by ansible-playbook against the lab; the lifecycle is a stage of its own.
     # Run as root, every test runs: a skipped one (the real-machine tier without root, say) fails the stage.
     cd "$REPO_ROOT/tests/lab"
-    KUBEHA_NO_SKIPS=1 python -m pytest -p no:cacheprovider -ra --durations=25 --ignore=tests/test_lifecycle.py tests
+    KUBEHA_NO_SKIPS=1 python -m pytest -p no:cacheprovider -ra --durations=25 --ignore=tests/test_lifecycle.py \
+        -m "not crash_matrix" tests
+}
+
+stage_crash_matrix() {
+    # Not part of make test: the whole kill-at-every-step matrix, of which the lab stage runs a sample.
+    cd "$REPO_ROOT/tests/lab"
+    KUBEHA_NO_SKIPS=1 python -m pytest -p no:cacheprovider -ra --durations=25 -m crash_matrix tests
 }
 
 stage_lifecycle() {

@@ -17,7 +17,6 @@ replicas.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import pwd
@@ -27,7 +26,8 @@ import tempfile
 import typing as t
 
 from ansible_collections.kubeha.gce.plugins.module_utils._etcd.client import EtcdClient, EtcdError
-from ansible_collections.kubeha.gce.plugins.module_utils._etcd.snapshot import Runner, reader_for
+from ansible_collections.kubeha.gce.plugins.module_utils._etcd.snapshot import Runner, read_status, reader_for
+from ansible_collections.kubeha.gce.plugins.module_utils._stamp import file_sha256
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 STAMP = "%Y%m%dT%H%M%SZ"
@@ -72,25 +72,11 @@ def read_record(data_dir: str) -> dict[str, t.Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def snapshot_status(request: Request, run: Runner) -> dict[str, t.Any]:
     """The snapshot's hash, revision and number of keys; an EtcdError when it cannot be read."""
     if not os.path.isfile(request.snapshot):
         raise EtcdError("the snapshot %s does not exist on this replica" % request.snapshot)
-    rc, out, err = run([request.tool, "snapshot", "status", request.snapshot, "--write-out", "json"], {"ETCDCTL_API": "3"})
-    try:
-        status = json.loads(out) if rc == 0 else None
-        return {"hash": int(status["hash"]), "revision": int(status["revision"]), "total_keys": int(status["totalKey"])}
-    except (ValueError, TypeError, KeyError):
-        raise EtcdError("the snapshot %s cannot be read (%s snapshot status: %s); nothing was changed"
-                        % (request.snapshot, os.path.basename(request.tool), (err or out).strip() or "rc %d" % rc)) from None
+    return read_status(request.tool, request.snapshot, run, "cannot be read; nothing was changed")
 
 
 def check_stopped(client: EtcdClient) -> None:
@@ -127,7 +113,7 @@ def restore(client: EtcdClient, request: Request, run: Runner, now: datetime.dat
     by the next one with the same snapshot, which neither moves the data before the restore twice nor keeps a
     half-made directory.
     """
-    digest = sha256(request.snapshot) if os.path.isfile(request.snapshot) else None
+    digest = file_sha256(request.snapshot) if os.path.isfile(request.snapshot) else None
     record = read_record(request.data_dir)
     same = (record is not None and record.get("sha256") == digest and record.get("name") == request.name
             and record.get("peer_url") == request.peer_url)

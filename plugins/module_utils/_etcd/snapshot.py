@@ -98,14 +98,16 @@ def etcdctl_connection(client: EtcdClient, url: str, etcdctl: str) -> list[str]:
     return argv
 
 
-def _status(request: Request, path: str, run: Runner) -> dict[str, t.Any]:
-    rc, out, err = run([request.reader, "snapshot", "status", path, "--write-out", "json"], {"ETCDCTL_API": "3"})
+def read_status(reader: str, path: str, run: Runner, what: str = "cannot be read back") -> dict[str, t.Any]:
+    """The hash, revision and number of keys of the snapshot ``path``, as ``reader snapshot status`` reads them; an
+    EtcdError saying that it ``what`` otherwise."""
+    rc, out, err = run([reader, "snapshot", "status", path, "--write-out", "json"], {"ETCDCTL_API": "3"})
     try:
         status = json.loads(out) if rc == 0 else None
         return {"hash": int(status["hash"]), "revision": int(status["revision"]), "total_keys": int(status["totalKey"])}
     except (ValueError, TypeError, KeyError):
-        raise EtcdError("the snapshot %s cannot be read back (%s snapshot status: %s)"
-                        % (path, os.path.basename(request.reader), (err or out).strip() or "rc %d" % rc)) from None
+        raise EtcdError("the snapshot %s %s (%s snapshot status: %s)"
+                        % (path, what, os.path.basename(reader), (err or out).strip() or "rc %d" % rc)) from None
 
 
 def _remove(*paths: str) -> None:
@@ -156,7 +158,7 @@ def take(client: EtcdClient, request: Request, run: Runner, now: datetime.dateti
         raise EtcdError("etcdctl snapshot save through %s failed: %s" % (url, (err or out).strip() or "rc %d" % rc), url=url)
     try:
         os.chmod(partial, 0o600)
-        snapshot.update(_status(request, partial, run), size=os.path.getsize(partial))
+        snapshot.update(read_status(request.reader, partial, run), size=os.path.getsize(partial))
         # link, not rename: a snapshot of the same second is never replaced.
         os.link(partial, path)
     except FileExistsError:

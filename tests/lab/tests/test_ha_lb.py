@@ -290,7 +290,8 @@ def killed_at(lab, run, args_: dict[str, t.Any], step: int) -> int | None:
         process.communicate(timeout=30)
 
 
-@pytest.mark.parametrize("backend", ["backend_service", "target_pool"])
+# make test kills the backend service's runs at every step; make crash-matrix also the target pool's.
+@pytest.mark.parametrize("backend", ["backend_service", pytest.param("target_pool", marks=pytest.mark.crash_matrix)])
 def test_a_run_killed_at_any_step_is_finished_by_the_next(lab, run, compute, cluster, backend):
     ip = cluster
     steps_seen = {}

@@ -103,28 +103,20 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     life.ssh("sudo systemctl start etcd")
     life.members_via = "k-master"
 
-    # -- a replica crashes: membership changes wait; recover it with its data disk ---------------
+    # -- a replica crashes: membership changes wait. Then it is lost with its data disk: recover's auto mode reuses
+    # the disk while the member is listed, and the new disk is blank, so it stops before etcd is touched (a member
+    # must not come back without its data); replace makes a new member. (A recover that reuses the data disk and
+    # keeps the member is molecule's recover scenario.) --------------------------------------------------------------
     before = {m[1]: m[0] for m in life.members()}
     control(life.env, "POST", "zones/europe-west1-c/instances/k-master-c/crash")
     life.refused("remove while a member is down", "remove", "etcd member k-master-c (https://", "zone=europe-west1-d")
-    life.step("recover k-master-c, reusing its data disk", "recover", "zone=europe-west1-c")
-    after = {m[1]: m[0] for m in life.members()}
-    assert after == before, "the member keeps its identity when its disk is reused"
-    life.step("recover again (healthy: nothing to do)", "recover", "zone=europe-west1-c", expect_changed=0)
-
-    # -- another is lost, VM and data disk: replace it with a new member -------------------------
-    # recover's auto mode reuses the disk while the member is listed: the new disk is blank, so it stops before
-    # etcd is touched (a member must not come back without its data); replace is the way.
-    life.replica_vm("k-master-d", "europe-west1-d", "absent", delete_data_disk=True)
-    life.stopped("recover k-master-d, its disk lost, in auto mode", "recover",
-                 "the data disk of k-master-d holds no etcd data", "zone=europe-west1-d", "replica_name=k-master-d")
-    life.step("recover k-master-d as a new member", "recover", "zone=europe-west1-d", "recover_mode=replace")
+    life.replica_vm("k-master-c", "europe-west1-c", "absent", delete_data_disk=True)
+    life.stopped("recover k-master-c, its disk lost, in auto mode", "recover",
+                 "the data disk of k-master-c holds no etcd data", "zone=europe-west1-c", "replica_name=k-master-c")
+    life.step("recover k-master-c as a new member", "recover", "zone=europe-west1-c", "recover_mode=replace")
     replaced = {m[1]: m[0] for m in life.members()}
-    assert set(replaced) == {"k-master", "k-master-c", "k-master-d"} and replaced["k-master-d"] != before["k-master-d"]
-    again = life.step("replicate again after the recoveries", "replicate", "zone=europe-west1-c,europe-west1-d",
-                      expect_changed=0)
-    # Every replica is as its stamp says: none is converged again.
-    assert "kubeha.gce.control_plane :" not in again.stdout and "kubeha.gce.pki :" not in again.stdout, again.stdout[-4000:]
+    assert set(replaced) == {"k-master", "k-master-c", "k-master-d"} and replaced["k-master-c"] != before["k-master-c"]
+    life.step("recover again (healthy: nothing to do)", "recover", "zone=europe-west1-c", expect_changed=0)
 
     # -- drift behind the collection's back: a changed file, a stopped service, a wrong certificate and a missing
     # load balancer member are each found and put right by one re-run -----------------------------------------
@@ -175,8 +167,6 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     assert sorted(m[1] for m in life.members()) == ["k-master", "k-master-d"]
     [rule] = life.network()["forwarding_rules"]
     assert sorted(m["name"] for m in rule["members"]) == ["k-master", "k-master-d"]
-    life.step("remove k-master-c again while its zone is down", "remove", "zone=europe-west1-c", "replica_name=k-master-c",
-              expect_changed=0)
     life.step("replicate into europe-west1-b, beside k-master", "replicate", "zone=europe-west1-b", "allow_same_zone=true")
     members = life.members()
     assert sorted(m[1] for m in members) == ["k-master", "k-master-b", "k-master-d"] and not any(m[3] for m in members)
