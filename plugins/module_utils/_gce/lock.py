@@ -340,8 +340,8 @@ class ClusterLock:
             if address is None or current is None:
                 return dict(base, reason="not locked")
             if current.id != spec.run_id:
-                self.warn("the lock of cluster '%s' is not run %s's any more: it is held by %s; left as it is"
-                          % (spec.cluster, spec.run_id, current.describe(wall_clock())))
+                self.warn("cluster '%s' is locked by %s, not by this run (%s): that lock is left as it is"
+                          % (spec.cluster, current.describe(wall_clock()), spec.run_id))
                 return dict(base, reason="held by another run")
             if self.check_mode:
                 return dict(base, reason="check mode: the lock is not released")

@@ -219,7 +219,7 @@ def test_release_leaves_another_runs_lock():
     with fake_gce([ok(address(theirs))]) as http:
         result = run(http, state="absent", run_id="aaaa11112222")
     assert http.mutating == [] and result["reason"] == "held by another run"
-    assert any("held by run bbbb33334444" in w for w in result["warnings"])
+    assert any("cluster 'k' is locked by run bbbb33334444" in w and "not by this run (aaaa11112222)" in w for w in result["warnings"])
     with fake_gce([ok(address())]) as http:
         result = run(http, state="absent", run_id="aaaa11112222")
     assert http.mutating == [] and result["reason"] == "not locked"
