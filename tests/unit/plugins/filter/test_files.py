@@ -1,0 +1,63 @@
+# Copyright (c) kubeha.gce contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.kubeha.gce.plugins.filter.files import FilterModule, files_to_write, replica_pki_files
+
+LAYOUT = {
+    "dir": "/etc/kubernetes/pki", "kubeconfig_dir": "/etc/kubernetes",
+    "ca_paths": [{"ca": "cluster", "part": "cert", "path": "ca.crt"}, {"ca": "cluster", "part": "key", "path": "ca.key"},
+                 {"ca": "etcd", "part": "cert", "path": "etcd/ca.crt"},
+                 {"ca": "service_account", "part": "public", "path": "sa.pub"}],
+    "leaf_paths": {"etcd-peer": "etcd/peer", "apiserver": "apiserver", "scheduler": "scheduler"},
+    "kubeconfigs": ["controller-manager", "scheduler"],
+    "skip_ca_paths": ["etcd/ca.crt"], "skip_leaves": ["etcd-peer"],
+}
+MATERIAL = {
+    "ca": {"cluster": {"cert": "CA", "key": "CAKEY"}, "etcd": {"cert": "ECA"}, "service_account": {"public": "PUB"}},
+    "leaves": {"etcd-peer": {"cert": "P", "key": "PK"}, "apiserver": {"cert": "A", "key": "AK"},
+               "scheduler": {"cert": "S", "key": "SK"}},
+    "kubeconfigs": {"controller-manager": "CMCONF", "scheduler": "SCONF"}, "changed_leaves": [],
+}
+
+
+def test_the_material_becomes_files_with_their_modes_leaving_out_what_etcd_writes():
+    files = replica_pki_files(MATERIAL, LAYOUT)
+    assert [(f["path"], f["content"], f["mode"]) for f in files] == [
+        ("/etc/kubernetes/pki/ca.crt", "CA", "0644"), ("/etc/kubernetes/pki/ca.key", "CAKEY", "0600"),
+        ("/etc/kubernetes/pki/sa.pub", "PUB", "0644"),
+        ("/etc/kubernetes/pki/apiserver.crt", "A", "0644"), ("/etc/kubernetes/pki/apiserver.key", "AK", "0600"),
+        ("/etc/kubernetes/pki/scheduler.crt", "S", "0644"), ("/etc/kubernetes/pki/scheduler.key", "SK", "0600"),
+        ("/etc/kubernetes/controller-manager.conf", "CMCONF", "0600"), ("/etc/kubernetes/scheduler.conf", "SCONF", "0600"),
+    ]
+    assert FilterModule().filters()["replica_pki_files"] is replica_pki_files
+
+
+def test_in_check_mode_a_kubeconfig_is_listed_only_when_its_certificate_changes():
+    planned = dict(MATERIAL, kubeconfigs={}, changed_leaves=["scheduler"])
+    kubeconfigs = [f for f in replica_pki_files(planned, LAYOUT) if f["path"].endswith(".conf")]
+    assert kubeconfigs == [{"path": "/etc/kubernetes/scheduler.conf", "content": "", "mode": "0600"}]
+
+
+def test_material_not_made_as_the_role_makes_it_fails_naming_the_filter():
+    with pytest.raises(AnsibleFilterError, match="replica_pki_files"):
+        replica_pki_files(MATERIAL, {"dir": "/etc/kubernetes/pki"})
+
+
+def test_only_files_whose_content_mode_or_owner_differ_are_to_be_written():
+    wanted = [{"path": "/p/same", "content": "x", "mode": "0644"}, {"path": "/p/text", "content": "new", "mode": "0644"},
+              {"path": "/p/mode", "content": "k"}, {"path": "/p/owner", "content": "o", "mode": "600"},
+              {"path": "/p/absent", "content": "a", "mode": "0600"}]
+    current = {"/p/same": {"content": "x", "mode": "0644", "uid": 0, "gid": 0},
+               "/p/text": {"content": "old", "mode": "0644", "uid": 0, "gid": 0},
+               "/p/mode": {"content": "k", "mode": "0644", "uid": 0, "gid": 0},
+               "/p/owner": {"content": "o", "mode": "0600", "uid": 0, "gid": 110}}
+    assert [f["path"] for f in files_to_write(wanted, current)] == ["/p/text", "/p/mode", "/p/owner", "/p/absent"]
+    assert [f["path"] for f in files_to_write(wanted[3:4], current, gid=110)] == []
+    with pytest.raises(AnsibleFilterError, match="needs a path"):
+        files_to_write([{"content": "x"}], current)
