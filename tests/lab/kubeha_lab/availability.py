@@ -77,6 +77,13 @@ class Poller:
         self.timeout = timeout
         self.tls = tls
         self.request = request
+        # One context for every attempt (each still makes a full handshake on a new connection): a context of its
+        # own per attempt would load the system's CA store each time, which costs more than the handshake.
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self._context.check_hostname = False
+        self._context.verify_mode = ssl.CERT_NONE
+        # Servers that close without a TLS close_notify (Python's socketserver) end the answer there.
+        self._context.options |= getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
         self._done: list[Attempt] = []
         self._lock = threading.Lock()
         self._running: list[threading.Thread] = []
@@ -119,13 +126,8 @@ class Poller:
                 raw.connect((self.host, self.port))
                 conn: t.Any = raw
                 if self.tls:
-                    context = ssl.create_default_context()
-                    context.check_hostname = False
-                    context.verify_mode = ssl.CERT_NONE
-                    # Servers that close without a TLS close_notify (Python's socketserver) end the answer there.
-                    context.options |= getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
                     raw.settimeout(left())
-                    conn = context.wrap_socket(raw, server_hostname=self.host)
+                    conn = self._context.wrap_socket(raw, server_hostname=self.host)
                 if self.request:
                     conn.settimeout(left())
                     conn.sendall(self.request)

@@ -30,6 +30,13 @@ from kubeha_lab.sim.state import short
 NO_CHECK: dict[str, t.Any] = {}
 
 
+# The TLS settings of an HTTPS health check: GCE's health checkers do not verify certificates. One context for every
+# probe; one of its own per probe would load the system's CA store each time.
+_PROBE_TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+_PROBE_TLS.check_hostname = False
+_PROBE_TLS.verify_mode = ssl.CERT_NONE
+
+
 def key(resource: t.Mapping[str, t.Any]) -> str:
     """The host layer's name for a zonal resource: ``ZONE.NAME``."""
     return "%s.%s" % (short(resource.get("zone")), resource["name"])
@@ -51,11 +58,8 @@ def probe(check: t.Mapping[str, t.Any], address: str, source: str) -> bool:
                 return True
         connection: http.client.HTTPConnection
         if kind in ("HTTPS", "HTTP2"):
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE  # GCE's health checkers do not verify certificates
             connection = http.client.HTTPSConnection(address, port, timeout=timeout, source_address=(source, 0),
-                                                     context=context)
+                                                     context=_PROBE_TLS)
         else:
             connection = http.client.HTTPConnection(address, port, timeout=timeout, source_address=(source, 0))
         try:
