@@ -211,14 +211,26 @@ class Lifecycle:
                 "token_exchanges": tokens,
                 "ssh_runs": len(self.ssh_log.read_text().splitlines())}
 
-    def stopped(self, title, name, message, *extra):
-        """A run that must stop midway with ``message``, before it changes the etcd membership."""
+    def stopped(self, title, name, message, *extra, faults=None):
+        """A run that must stop midway with ``message`` and leave the etcd membership as it was: before it changes
+        it, or after its rescue undid the change. ``faults`` are the simulator's (see kubeha_lab.sim.faults), set for
+        this run only. Returns the run."""
         members = self.members()
-        run = self.playbook(name, *extra)
+        if faults:
+            control(self.env, "PUT", "faults", faults)
+        started = time.time()
+        try:
+            run = self.playbook(name, *extra)
+        finally:
+            if faults:
+                control(self.env, "DELETE", "faults")
+        ended = time.time()
         assert run.returncode != 0, "%s did not stop" % title
         assert message in run.stdout, "%s: %r not in\n%s" % (title, message, failure(run))
         assert self.members() == members, title
-        self.steps.append({"step": title, "playbook": name, "args": list(extra), "stopped": message})
+        self.steps.append({"step": title, "playbook": name, "args": list(extra), "stopped": message,
+                           "wall_s": round(ended - started, 1), "changed": None, "started": started, "ended": ended})
+        return run
 
     def refused(self, title, name, message, *extra, env_unset=()):
         """A bad request: fails with ``message`` and changes neither the resources nor the etcd membership."""

@@ -5,11 +5,16 @@
 custom-mode network that has no firewall rule but those the collection makes (``lab up --network custom``).
 
 Each playbook runs as a user runs it (``tests/lab/lab exec -- ansible-playbook playbooks/X.yml -e ...``);
-its re-run must report changed=0. A bad request to each playbook, and each preflight rule that needs live
-etcd or a zone outage, must fail with the rule's message and leave the simulator's resources and the etcd
-membership as they were (the rules themselves are unit-tested with their filters). A
-background writer puts a key into etcd every 200 ms throughout; its failed writes are reported per step.
-The first replicate is killed in the middle of a membership change; the next run must finish it.
+a run with nothing left to do must report changed=0 (a plain re-run of each role is its molecule scenario's
+idempotence step). A bad request to each playbook, and each preflight rule that needs live etcd or a zone
+outage, must fail with the rule's message and leave the simulator's resources and the etcd membership as they
+were (the rules themselves are unit-tested with their filters). A background writer puts a key into etcd every
+200 ms throughout; its failed writes are reported per step. The first replicate is killed in the middle of a
+membership change; the next run must finish it. Each way a replica's join can fail after it changed something
+is provoked once (an instance insert that ends in an error, etcd failing to start on the new replica, the load
+balancer failing after the etcd join): the run must stop saying what it undid and what it left, with the etcd
+membership as it was, and the next run must finish the join. (A learner that does not catch up, so that etcd
+refuses to promote it, fails the same step of the join; its timeout is etcd_member's test in tests/etcd.)
 """
 
 from __future__ import annotations
@@ -22,10 +27,18 @@ import pytest
 from labcli import control, save_report
 from lifecycle_lab import ETCDCTL, recap
 
+# The etcd data directory on a replica's data disk (kubeha_etcd_data_dir).
+ETCD_DATA = "/mnt/disks/master-pd/var/etcd/data"
+
 # Where the lifecycle roles keep their etcd snapshots (kubeha_etcd_snapshot_dir).
 SNAPSHOTS = "/mnt/disks/master-pd/var/etcd/snapshots"
 
 pytestmark = [pytest.mark.machines, pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")]
+
+
+def failure_text(output):
+    """The end of a run's output, where its failure is."""
+    return output[-4000:]
 
 
 def table(report):
@@ -62,7 +75,6 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     assert life.instance("k-master")["nat_ip"] == life.address()
     ready = life.readyz()
     assert ready["status"] == 200 and "[+]etcd ok" in ready["body"], ready
-    life.step("bootstrap again", "bootstrap", "zone=europe-west1-b", expect_changed=0)
     life.start_writer()
     life.start_api_poller()
 
@@ -116,7 +128,6 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     life.step("recover k-master-c as a new member", "recover", "zone=europe-west1-c", "recover_mode=replace")
     replaced = {m[1]: m[0] for m in life.members()}
     assert set(replaced) == {"k-master", "k-master-c", "k-master-d"} and replaced["k-master-c"] != before["k-master-c"]
-    life.step("recover again (healthy: nothing to do)", "recover", "zone=europe-west1-c", expect_changed=0)
 
     # -- drift behind the collection's back: a changed file, a stopped service, a wrong certificate and a missing
     # load balancer member are each found and put right by one re-run -----------------------------------------
@@ -167,6 +178,24 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     assert sorted(m[1] for m in life.members()) == ["k-master", "k-master-d"]
     [rule] = life.network()["forwarding_rules"]
     assert sorted(m["name"] for m in rule["members"]) == ["k-master", "k-master-d"]
+    # Adding it to the load balancer fails after it joined etcd; then its etcd fails to start (its metrics port is
+    # sshd's). Each time the run takes the new member out of etcd again by its ID, clears its data and keeps the VM,
+    # as it says; the run after them adds it.
+    failed = life.stopped("replicate into europe-west1-b, the load balancer failing after the etcd join", "replicate",
+                          "adding k-master-b in zone europe-west1-b failed at \"Add it to the load balancer",
+                          "zone=europe-west1-b", "allow_same_zone=true",
+                          faults={"fail_operations": {"compute.instanceGroups.addInstances": {
+                              "count": 1, "code": "RESOURCE_NOT_READY", "message": "The resource is not ready."}}}).stdout
+    assert "was removed again, and its etcd data cleared; the VM k-master-b is kept." in failed, failure_text(failed)
+    [rule] = life.network()["forwarding_rules"]
+    assert sorted(m["name"] for m in rule["members"]) == ["k-master", "k-master-d"]
+    failed = life.stopped("replicate into europe-west1-b, etcd failing to start there", "replicate",
+                          "adding k-master-b in zone europe-west1-b failed at", "zone=europe-west1-b",
+                          "allow_same_zone=true", "etcd_metrics_port=22").stdout
+    assert "was removed again, and its etcd data cleared; the VM k-master-b is kept." in failed, failure_text(failed)
+    assert "etcd.service" in failed, failure_text(failed)
+    assert life.ssh("systemctl is-active etcd", name="k-master-b", check=False).stdout.strip() != "active"
+    assert life.ssh("sudo ls -A %s" % ETCD_DATA, name="k-master-b", check=False).stdout.strip() == ""
     life.step("replicate into europe-west1-b, beside k-master", "replicate", "zone=europe-west1-b", "allow_same_zone=true")
     members = life.members()
     assert sorted(m[1] for m in members) == ["k-master", "k-master-b", "k-master-d"] and not any(m[3] for m in members)
@@ -183,13 +212,17 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
               "replica_name=k-master-c")
     assert life.instance("k-master-c") is None
     assert not [p for p in life.resources() if "europe-west1-c" in p and ("k-master" in p)], "leftovers in europe-west1-c"
-    life.step("remove k-master-c again, absent_ok", "remove", "zone=europe-west1-c", "replica_name=k-master-c",
-              "absent_ok=true", expect_changed=0)
-    healthy = life.step("status once europe-west1-c is back", "status", "zone=europe-west1-b", expect_changed=0)
-    assert "cluster k in region europe-west1: healthy" in healthy.stdout, healthy.stdout[-4000:]
 
     # -- a zone that fails during a run: replicate into europe-west1-c, which goes down once the VM is made --
     life.step("remove k-master-b", "remove", "zone=europe-west1-b", "replica_name=k-master-b")
+    # Compute Engine ends the instance insert with an error: nothing but the VM's data disk was made, as the run says.
+    failed = life.stopped("replicate into europe-west1-c, its instance insert failing", "replicate",
+                          "adding k-master-c in zone europe-west1-c failed at \"Create the replica in its zone",
+                          "zone=europe-west1-c", faults={"fail_operations": {"compute.instances.insert": {
+                              "count": 1, "code": "ZONE_RESOURCE_POOL_EXHAUSTED",
+                              "message": "The zone does not have enough resources available to fulfill the request."}}}).stdout
+    assert "ZONE_RESOURCE_POOL_EXHAUSTED" in failed and "etcd was not changed" in failed, failure_text(failed)
+    assert life.instance("k-master-c") is None
     # Down as soon as the new VM answers over SSH: after the VM insert, before the etcd join.
     failed = life.zone_fails_during("replicate into europe-west1-c while it goes down", "replicate", "europe-west1-c",
                                     lambda: life.answers_ssh("k-master-c"), "zone=europe-west1-c")
@@ -250,7 +283,6 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     ready = life.readyz()
     assert ready["status"] == 200, ready
     life.refused("recover the only replica", "recover", "k-master is the cluster's only replica", "zone=europe-west1-b")
-    life.step("bootstrap again on the last replica", "bootstrap", "zone=europe-west1-b", expect_changed=0)
     status = life.step("status", "status", "zone=europe-west1-b", expect_changed=0)
     assert "LOAD BALANCER: single" in status.stdout and "k-master" in status.stdout, status.stdout[-3000:]
 
@@ -264,7 +296,7 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     # while the dead zone's replica is taken out, replaced, and its leftovers deleted.
     titles = [s["step"] for s in report["steps"]]
     outage = report["steps"][titles.index("status while europe-west1-c is down") + 1:
-                             titles.index("status once europe-west1-c is back") + 1]
+                             titles.index("remove k-master-c once its zone is back: its leftovers") + 1]
     assert [(s["step"], s["failed_writes"]) for s in outage if s.get("failed_writes")] == [], outage
     # The writer wrote all along, and etcd took writes again after every step.
     writes = life.writes()
