@@ -6,7 +6,6 @@ which of them differ from what kubeha.gce.replica_files_info read."""
 
 from __future__ import annotations
 
-import os
 import typing as t
 
 from ansible.errors import AnsibleFilterError
@@ -18,29 +17,32 @@ def _text(value: t.Any) -> str:
 
 def replica_pki_files(material: t.Mapping[str, t.Any], layout: t.Mapping[str, t.Any]) -> list[dict[str, str]]:
     """The CA material, certificates, keys and kubeconfigs of one replica as files (path, content, mode), from the
-    pki role's material and its layout (dir, kubeconfig_dir, ca_paths, leaf_paths, and what other roles write:
-    skip_ca_paths, skip_leaves). A kubeconfig not made yet (check mode) is listed, empty, only when its
-    certificate changes, so that it is predicted to change exactly then."""
+    pki role's material and its layout (dir, kubeconfig_dir, ca_paths, leaf_paths, kubeconfigs; skip_leaves, the
+    certificates another role writes; create_only_ca_paths, CA files another role owns once it runs, written here
+    only when missing, with force false, so that the CA material is whole from the first run on). A kubeconfig not
+    made yet (check mode) is listed, empty, only when its certificate changes, so that it is predicted to change
+    exactly then. Paths are the directory, a slash and the relative path, as the role reads them."""
     try:
         directory, kubeconfig_dir = layout["dir"], layout["kubeconfig_dir"]
         ca, leaves = material.get("ca") or {}, material.get("leaves") or {}
         kubeconfigs, changed = material.get("kubeconfigs") or {}, material.get("changed_leaves") or []
         files = []
         for entry in layout["ca_paths"]:
-            if entry["path"] in layout.get("skip_ca_paths", []):
-                continue
-            files.append({"path": os.path.join(directory, entry["path"]),
-                          "content": _text((ca.get(entry["ca"]) or {}).get(entry["part"])),
-                          "mode": "0644" if entry["part"] in ("cert", "public") else "0600"})
+            item = {"path": "%s/%s" % (directory, entry["path"]),
+                    "content": _text((ca.get(entry["ca"]) or {}).get(entry["part"])),
+                    "mode": "0644" if entry["part"] in ("cert", "public") else "0600"}
+            if entry["path"] in layout.get("create_only_ca_paths", []):
+                item["force"] = False
+            files.append(item)
         for name, stem in layout["leaf_paths"].items():
             if name in layout.get("skip_leaves", []):
                 continue
             for part, extension, mode in (("cert", "crt", "0644"), ("key", "key", "0600")):
-                files.append({"path": os.path.join(directory, "%s.%s" % (stem, extension)),
+                files.append({"path": "%s/%s.%s" % (directory, stem, extension),
                               "content": _text((leaves.get(name) or {}).get(part)), "mode": mode})
         for name in layout.get("kubeconfigs", []):
             if name in kubeconfigs or name in changed:
-                files.append({"path": os.path.join(kubeconfig_dir, "%s.conf" % name),
+                files.append({"path": "%s/%s.conf" % (kubeconfig_dir, name),
                               "content": _text(kubeconfigs.get(name)), "mode": "0600"})
     except (KeyError, TypeError, AttributeError) as exc:
         raise AnsibleFilterError("replica_pki_files: the material or the layout is not as the pki role makes it: %r"
@@ -50,13 +52,16 @@ def replica_pki_files(material: t.Mapping[str, t.Any], layout: t.Mapping[str, t.
 
 def files_to_write(wanted: t.Sequence[t.Mapping[str, t.Any]], current: t.Mapping[str, t.Mapping[str, t.Any]],
                    uid: int = 0, gid: int = 0) -> list[t.Mapping[str, t.Any]]:
-    """The wanted files (path, content, mode) whose content, mode or owner differs from what was read (the files of
-    kubeha.gce.replica_files_info, with their content): the ones a replica_files task has to write."""
+    """The wanted files (path, content, mode, force) whose content, mode or owner differs from what was read (the files
+    of kubeha.gce.replica_files_info, with their content): the ones a replica_files task has to write. One with force
+    false differs only when it is missing."""
     differing = []
     for entry in wanted:
         if not isinstance(entry, t.Mapping) or "path" not in entry:
             raise AnsibleFilterError("files_to_write: each wanted file needs a path, got %r" % (entry,))
         found = current.get(entry["path"])
+        if found and entry.get("force") is False:
+            continue
         want = (_text(entry.get("content")), str(entry.get("mode") or "0600").zfill(4), uid, gid)
         if not found or (found.get("content"), found.get("mode"), found.get("uid"), found.get("gid")) != want:
             differing.append(entry)

@@ -55,7 +55,8 @@ def read_files(patterns: t.Iterable[str], content: bool = True) -> dict[str, dic
 
 
 class FileChange(t.NamedTuple):
-    """What writing one file means on this host: ``action`` is created, replaced, attributes or unchanged."""
+    """What writing one file means on this host: ``action`` is created, replaced, attributes or unchanged;
+    ``inode`` is the (device, inode) of the file that was compared, None when there was none."""
 
     path: str
     content: bytes
@@ -63,15 +64,52 @@ class FileChange(t.NamedTuple):
     action: str
     before: str
     after: str
+    inode: tuple[int, int] | None
 
 
-def _describe(mode: int, uid: int, gid: int, sha256: str) -> str:
-    return "mode %04o owner %d:%d sha256 %s" % (mode, uid, gid, sha256)
+def _describe(mode: int, uid: int | None, gid: int | None, sha256: str) -> str:
+    return "mode %04o owner %s:%s sha256 %s" % (mode, "?" if uid is None else uid, "?" if gid is None else gid, sha256)
 
 
-def plan_writes(files: t.Iterable[t.Mapping[str, t.Any]], uid: int, gid: int) -> list[FileChange]:
-    """Compare each wanted file (``path``, ``content`` text, ``mode`` octal text) with what is on disk. A path that
-    is not absolute, twice in the list, not a regular file, or in a directory that does not exist fails naming it."""
+def _mode(path: str, value: t.Any) -> int:
+    """An octal text (``"0640"``), or an int as YAML reads an unquoted ``0640``."""
+    if value is None or value == "":
+        return 0o600
+    if isinstance(value, int) and not isinstance(value, bool):
+        mode = value
+    else:
+        try:
+            mode = int(str(value), 8)
+        except ValueError:
+            raise FilesError("the mode of %s is not octal: %s" % (path, value)) from None
+    if mode < 0 or mode & ~0o7777:
+        raise FilesError("the mode of %s is out of range: %s" % (path, value))
+    return mode
+
+
+def _open_regular(path: str, flags: int = os.O_RDONLY) -> int | None:
+    """A descriptor of the regular file at ``path`` itself (never what a symbolic link points to, never blocking on a
+    FIFO), or None when nothing is there."""
+    try:
+        descriptor = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if os.path.islink(path):
+            raise FilesError("%s is a symbolic link, not a regular file" % path) from None
+        raise FilesError("%s cannot be read: %s" % (path, exc.strerror or exc)) from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise FilesError("%s is not a regular file" % path)
+    return descriptor
+
+
+def plan_writes(files: t.Iterable[t.Mapping[str, t.Any]], uid: int | None, gid: int | None,
+                check_mode: bool = False) -> list[FileChange]:
+    """Compare each wanted file (``path``, ``content`` text, ``mode``, ``force``) with what is on disk. A path that
+    is not absolute, twice in the list, not a regular file, without content, or in a directory that does not exist
+    fails naming it; in check mode a missing directory (an earlier task would make it) predicts the file, and an
+    owner that does not exist yet (None) predicts a change. With ``force`` false, a file that exists is kept."""
     changes: list[FileChange] = []
     seen: set[str] = set()
     for wanted in files:
@@ -81,68 +119,96 @@ def plan_writes(files: t.Iterable[t.Mapping[str, t.Any]], uid: int, gid: int) ->
         if path in seen:
             raise FilesError("%s is given twice" % path)
         seen.add(path)
-        try:
-            mode = int(str(wanted.get("mode") or "0600"), 8)
-        except ValueError:
-            raise FilesError("the mode of %s is not octal: %s" % (path, wanted.get("mode"))) from None
-        if mode & ~0o7777:
-            raise FilesError("the mode of %s is out of range: %s" % (path, wanted.get("mode")))
-        content = (wanted.get("content") or "").encode("utf-8")
+        mode = _mode(path, wanted.get("mode"))
+        if wanted.get("content") is None:
+            raise FilesError("the content of %s is not given" % path)
+        content = str(wanted["content"]).encode("utf-8")
         after = _describe(mode, uid, gid, hashlib.sha256(content).hexdigest())
         if not os.path.isdir(os.path.dirname(path)):
+            if check_mode:
+                changes.append(FileChange(path, content, mode, "created", "absent", after, None))
+                continue
             raise FilesError("the directory of %s does not exist" % path)
-        try:
-            info = os.lstat(path)
-        except FileNotFoundError:
-            changes.append(FileChange(path, content, mode, "created", "absent", after))
+        descriptor = _open_regular(path)
+        if descriptor is None:
+            changes.append(FileChange(path, content, mode, "created", "absent", after, None))
             continue
-        if not stat.S_ISREG(info.st_mode):
-            raise FilesError("%s is not a regular file" % path)
         try:
-            with open(path, "rb") as handle:
-                current = handle.read()
+            info = os.fstat(descriptor)
+            chunks = []
+            while True:
+                chunk = os.read(descriptor, 1 << 16)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            current = b"".join(chunks)
         except OSError as exc:
             raise FilesError("%s cannot be read: %s" % (path, exc.strerror or exc)) from None
+        finally:
+            os.close(descriptor)
         before = _describe(stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid, hashlib.sha256(current).hexdigest())
-        if current != content:
+        inode = (info.st_dev, info.st_ino)
+        if wanted.get("force") is False:
+            action = "unchanged"
+        elif current != content:
             action = "replaced"
         elif (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) != (mode, uid, gid):
             action = "attributes"
         else:
             action = "unchanged"
-        changes.append(FileChange(path, content, mode, action, before, after))
+        changes.append(FileChange(path, content, mode, action, before, after, inode))
     return changes
 
 
-def apply_writes(changes: t.Iterable[FileChange], uid: int, gid: int) -> None:
+def apply_writes(changes: t.Iterable[FileChange], uid: int, gid: int, done: dict[str, str] | None = None) -> None:
     """Carry out a plan: new content goes to a file made beside the old one (mode 0600 until its owner is set), synced,
-    then renamed over it, so that a reader (or a crash) sees the old file or the new one, never a part."""
+    then renamed over it, so that a reader (or a crash) sees the old file or the new one, never a part. A file whose
+    content stays gets its owner and mode through a descriptor of the file that was compared (a path swapped for a
+    link since is refused, never followed). ``done`` gets each file's action as it is carried out."""
     for change in changes:
-        if change.action == "unchanged":
-            continue
-        try:
-            if change.action == "attributes":
-                os.chown(change.path, uid, gid)
-                os.chmod(change.path, change.mode)
-                continue
-            directory = os.path.dirname(change.path)
-            descriptor, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(change.path), dir=directory)
+        if change.action != "unchanged":
             try:
-                os.fchown(descriptor, uid, gid)
-                os.fchmod(descriptor, change.mode)
-                with os.fdopen(descriptor, "wb") as handle:
-                    handle.write(change.content)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.rename(temporary, change.path)
-            except BaseException:
-                if os.path.exists(temporary):
-                    os.unlink(temporary)
-                raise
-            directory_fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(directory_fd)
-            finally:
-                os.close(directory_fd)
-        except OSError as exc:
-            raise FilesError("%s cannot be written: %s" % (change.path, exc.strerror or exc)) from None
+                if change.action == "attributes":
+                    _set_attributes(change, uid, gid)
+                else:
+                    _replace(change, uid, gid)
+            except OSError as exc:
+                raise FilesError("%s cannot be written: %s" % (change.path, exc.strerror or exc)) from None
+        if done is not None:
+            done[change.path] = change.action
+
+
+def _set_attributes(change: FileChange, uid: int, gid: int) -> None:
+    descriptor = _open_regular(change.path)
+    if descriptor is None or change.inode is None:
+        raise FilesError("%s changed while it was written: it is gone" % change.path)
+    try:
+        info = os.fstat(descriptor)
+        if (info.st_dev, info.st_ino) != change.inode:
+            raise FilesError("%s changed while it was written: it is another file" % change.path)
+        os.fchown(descriptor, uid, gid)
+        os.fchmod(descriptor, change.mode)
+    finally:
+        os.close(descriptor)
+
+
+def _replace(change: FileChange, uid: int, gid: int) -> None:
+    directory = os.path.dirname(change.path)
+    descriptor, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(change.path), dir=directory)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            os.fchown(handle.fileno(), uid, gid)
+            os.fchmod(handle.fileno(), change.mode)
+            handle.write(change.content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(temporary, change.path)
+    except BaseException:
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+        raise
+    directory_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(directory_fd)
+    finally:
+        os.close(directory_fd)

@@ -16,8 +16,11 @@ description:
     set, synced, and renamed over the old file, so that a service reading it (or a run killed halfway) finds the old
     file or the new one, never part of one. A file whose content is the same only gets its mode and owner set.
   - The roles write a replica's CA material, certificates, keys and kubeconfigs with it (the pki and etcd roles).
-  - Every file is checked before any is written; a path that is not absolute, given twice, not a regular file, or
-    in a directory that does not exist fails the module, naming it, and nothing is written.
+  - Every file is checked before any is written; a path that is not absolute, given twice, not a regular file (a
+    symbolic link is refused, never followed), without content, or in a directory that does not exist fails the
+    module, naming it, and nothing is written. In check mode a missing directory or owner (one an earlier task
+    would make) predicts the file written instead.
+  - A failure while writing names the file; RV(files) then says what was done before it.
   - The diff names each file with its mode, owner and the sha256 of its content, never the content; the task still
     needs C(no_log) when the content is key material, as task arguments are shown on failure.
   - Uses only the Python standard library.
@@ -41,9 +44,15 @@ options:
         type: str
         required: true
       mode:
-        description: Permission bits, in octal.
-        type: str
+        description:
+          - Permission bits, as octal text (V("0640")); an unquoted YAML number such as C(0640) is read as the
+            octal number it was written as.
+        type: raw
         default: "0600"
+      force:
+        description: When false, a file that exists is kept as it is (content, mode and owner); only a missing one is written.
+        type: bool
+        default: true
   owner:
     description: User that owns every file written.
     type: str
@@ -84,20 +93,20 @@ EXAMPLES = r"""
 
 RETURN = r"""
 files:
-  description: What was done (in check mode, what would be done) to each file, by path.
+  description:
+    - What was done (in check mode, what would be done) to each file, by path, as C(created), C(replaced) (new
+      content), C(attributes) (the same content with a new mode or owner) or C(unchanged).
+    - On a failure while writing, the files done before it.
   returned: always
   type: dict
   sample:
     /etc/kubernetes/pki/front-proxy-ca.crt: created
     /etc/kubernetes/pki/front-proxy-ca.key: unchanged
-  contains:
-    action:
-      description: C(created), C(replaced) (new content), C(attributes) (same content, new mode or owner) or C(unchanged).
-      type: str
 """
 
 import grp
 import pwd
+import typing as t
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -107,35 +116,39 @@ ARGUMENT_SPEC = {
     "files": {"type": "list", "elements": "dict", "required": True, "options": {
         "path": {"type": "path", "required": True},
         "content": {"type": "str", "required": True, "no_log": True},
-        "mode": {"type": "str", "default": "0600"},
+        "mode": {"type": "raw", "default": "0600"},
+        "force": {"type": "bool", "default": True},
     }},
     "owner": {"type": "str", "default": "root"},
     "group": {"type": "str", "default": "root"},
 }
 
 
-def ids(owner: str, group: str) -> tuple[int, int]:
-    """The user and group IDs of owner and group, which exist on the host."""
-    try:
-        uid = pwd.getpwnam(owner).pw_uid
-    except KeyError:
-        raise FilesError("user %s does not exist on this host" % owner) from None
-    try:
-        gid = grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise FilesError("group %s does not exist on this host" % group) from None
-    return uid, gid
+def ids(owner: str, group: str, check_mode: bool) -> tuple[int | None, int | None]:
+    """The user and group IDs of owner and group. One that does not exist fails, except in check mode, where an
+    earlier task would have made it (None: every file is then predicted to change)."""
+    found: list[int | None] = []
+    for kind, name, lookup in (("user", owner, lambda n: pwd.getpwnam(n).pw_uid),
+                               ("group", group, lambda n: grp.getgrnam(n).gr_gid)):
+        try:
+            found.append(lookup(name))
+        except KeyError:
+            if not check_mode:
+                raise FilesError("%s %s does not exist on this host" % (kind, name)) from None
+            found.append(None)
+    return found[0], found[1]
 
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    done: dict[str, str] = {}
     try:
-        uid, gid = ids(module.params["owner"], module.params["group"])
-        changes = plan_writes(module.params["files"], uid, gid)
+        uid, gid = ids(module.params["owner"], module.params["group"], module.check_mode)
+        changes = plan_writes(module.params["files"], uid, gid, module.check_mode)
         if not module.check_mode:
-            apply_writes(changes, uid, gid)
+            apply_writes(changes, t.cast(int, uid), t.cast(int, gid), done)
     except FilesError as exc:
-        module.fail_json(msg=str(exc))
+        module.fail_json(msg=str(exc), changed=any(a != "unchanged" for a in done.values()), files=done)
     changed = [c for c in changes if c.action != "unchanged"]
     result = {"changed": bool(changed), "files": {c.path: c.action for c in changes}}
     if module._diff:

@@ -16,7 +16,7 @@ LAYOUT = {
                  {"ca": "service_account", "part": "public", "path": "sa.pub"}],
     "leaf_paths": {"etcd-peer": "etcd/peer", "apiserver": "apiserver", "scheduler": "scheduler"},
     "kubeconfigs": ["controller-manager", "scheduler"],
-    "skip_ca_paths": ["etcd/ca.crt"], "skip_leaves": ["etcd-peer"],
+    "create_only_ca_paths": ["etcd/ca.crt"], "skip_leaves": ["etcd-peer"],
 }
 MATERIAL = {
     "ca": {"cluster": {"cert": "CA", "key": "CAKEY"}, "etcd": {"cert": "ECA"}, "service_account": {"public": "PUB"}},
@@ -30,11 +30,13 @@ def test_the_material_becomes_files_with_their_modes_leaving_out_what_etcd_write
     files = replica_pki_files(MATERIAL, LAYOUT)
     assert [(f["path"], f["content"], f["mode"]) for f in files] == [
         ("/etc/kubernetes/pki/ca.crt", "CA", "0644"), ("/etc/kubernetes/pki/ca.key", "CAKEY", "0600"),
-        ("/etc/kubernetes/pki/sa.pub", "PUB", "0644"),
+        ("/etc/kubernetes/pki/etcd/ca.crt", "ECA", "0644"), ("/etc/kubernetes/pki/sa.pub", "PUB", "0644"),
         ("/etc/kubernetes/pki/apiserver.crt", "A", "0644"), ("/etc/kubernetes/pki/apiserver.key", "AK", "0600"),
         ("/etc/kubernetes/pki/scheduler.crt", "S", "0644"), ("/etc/kubernetes/pki/scheduler.key", "SK", "0600"),
         ("/etc/kubernetes/controller-manager.conf", "CMCONF", "0600"), ("/etc/kubernetes/scheduler.conf", "SCONF", "0600"),
     ]
+    # The etcd role owns etcd/ca.crt once it runs: written here only when missing.
+    assert [f["path"] for f in files if f.get("force") is False] == ["/etc/kubernetes/pki/etcd/ca.crt"]
     assert FilterModule().filters()["replica_pki_files"] is replica_pki_files
 
 
@@ -59,5 +61,8 @@ def test_only_files_whose_content_mode_or_owner_differ_are_to_be_written():
                "/p/owner": {"content": "o", "mode": "0600", "uid": 0, "gid": 110}}
     assert [f["path"] for f in files_to_write(wanted, current)] == ["/p/text", "/p/mode", "/p/owner", "/p/absent"]
     assert [f["path"] for f in files_to_write(wanted[3:4], current, gid=110)] == []
+    # A create-only file differs only when it is missing.
+    create_only = [dict(wanted[1], force=False), dict(wanted[4], force=False)]
+    assert [f["path"] for f in files_to_write(create_only, current)] == ["/p/absent"]
     with pytest.raises(AnsibleFilterError, match="needs a path"):
         files_to_write([{"content": "x"}], current)

@@ -94,3 +94,64 @@ def test_the_owner_is_set_on_new_and_rewritten_files(tmp_path):
     assert (os.stat(path).st_uid, os.stat(path).st_gid) == (pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid)
     assert run(files=[{"path": str(path), "content": "peer key material"}], owner="root", group="root")["files"] == {str(path): "attributes"}
     assert os.stat(path).st_uid == 0
+
+
+def test_a_symbolic_link_is_refused_never_followed(tmp_path):
+    target = tmp_path / "elsewhere"
+    target.write_text("not ours")
+    os.chmod(target, 0o640)
+    link = tmp_path / "server.key"
+    os.symlink(target, link)
+    for content in ("not ours", "new key material"):  # the same content (mode only) and new content
+        result = run(files=[{"path": str(link), "content": content, "mode": "0600"}])
+        assert result["msg"] == "%s is a symbolic link, not a regular file" % link
+    assert target.read_text() == "not ours" and mode(target) == 0o640 and os.path.islink(link)
+
+
+def test_a_file_swapped_after_it_was_compared_gets_no_mode(tmp_path):
+    from ansible_collections.kubeha.gce.plugins.module_utils import _files
+
+    key = tmp_path / "peer.key"
+    key.write_text("key material")
+    os.chmod(key, 0o644)
+    [change] = _files.plan_writes([{"path": str(key), "content": "key material", "mode": "0600"}], os.getuid(), os.getgid())
+    assert change.action == "attributes"
+    other = tmp_path / "other"
+    other.write_text("key material")
+    os.chmod(other, 0o644)
+    os.rename(other, key)  # another inode: the compared one is still held by nothing but the plan
+    with pytest.raises(_files.FilesError, match="changed while it was written: it is another file"):
+        _files.apply_writes([change], os.getuid(), os.getgid())
+    assert mode(key) == 0o644
+
+
+def test_check_mode_predicts_what_an_earlier_task_would_make_possible(tmp_path):
+    missing = tmp_path / "pki" / "ca.crt"
+    planned = run(check_mode=True, files=[{"path": str(missing), "content": "the cluster CA"}],
+                  owner="no-such-user-here", group="no-such-group-here")
+    assert planned["changed"] is True and planned["files"] == {str(missing): "created"}
+    assert not missing.parent.exists()
+
+
+def test_an_unquoted_yaml_mode_and_a_create_only_file(tmp_path):
+    cert = tmp_path / "ca.crt"
+    assert run(files=[{"path": str(cert), "content": "the etcd CA", "mode": 0o644}])["files"] == {str(cert): "created"}
+    assert mode(cert) == 0o644
+    kept = run(files=[{"path": str(cert), "content": "another CA", "mode": "0600", "force": False}])
+    assert kept["changed"] is False and cert.read_text() == "the etcd CA" and mode(cert) == 0o644
+
+
+def test_a_failure_while_writing_says_what_was_done_before_it(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root writes into a read-only directory")
+    writable, locked = tmp_path / "w", tmp_path / "ro"
+    writable.mkdir()
+    locked.mkdir()
+    os.chmod(locked, 0o555)
+    try:
+        result = run(files=[{"path": str(writable / "a.crt"), "content": "first file"},
+                            {"path": str(locked / "b.crt"), "content": "second file"}])
+    finally:
+        os.chmod(locked, 0o755)
+    assert result["failed"] and result["msg"].startswith("%s cannot be written" % (locked / "b.crt"))
+    assert result["changed"] is True and result["files"] == {str(writable / "a.crt"): "created"}
