@@ -29,6 +29,8 @@ from labcli import LAB, control, lab
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 CLUSTER = "k"
+# The crash matrix's callback (kubeha_crash), which kills a run right after a task that changed something.
+CALLBACKS = os.path.join(REPO, "tests", "lab", "callback_plugins")
 NETWORK = "lab"  # the custom network of `lab up --network custom`, with a subnetwork of the same name per region
 
 # Inside the lab: GET a URL over TLS checked against a CA.
@@ -133,6 +135,53 @@ class Lifecycle:
         assert killed, "%s: the run ended (exit %s) before it could be stopped:\n%s" % (title, code, output[-3000:])
         self.steps.append({"step": title, "playbook": name, "args": list(extra), "wall_s": round(time.time() - started, 1),
                            "changed": None, "killed": True, "started": started, "ended": time.time()})
+
+    def crash_walk(self, title, name, *extra, after_kill=None, limit=300):
+        """The crash matrix of one playbook: kill the run (SIGKILL to all its processes) right after the first task
+        that changed something and that no earlier run of the walk was killed after, run it again, killed at its next
+        new change, and so on until a run ends by itself; that run must succeed, and one more must change nothing.
+        Every task that changes something (each loop item, each host) is a kill point once, and each kill is
+        converged by the runs after it; ``after_kill(point)`` checks what must hold after each kill. Returns the kill
+        points in order, each with the wall time of its run."""
+        slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+        visited, changes = self.tmp / ("crash-%s.visited" % slug), self.tmp / ("crash-%s.jsonl" % slug)
+        visited.write_text("")
+        env = dict(self.env, ANSIBLE_CALLBACK_PLUGINS=CALLBACKS, ANSIBLE_CALLBACKS_ENABLED="kubeha_crash",
+                   KUBEHA_CRASH_LOG=str(changes), KUBEHA_CRASH_VISITED=str(visited))
+        points, started = [], time.time()
+        for _run in range(limit):
+            changes.write_text("")
+            run_started = time.time()
+            with open(self.tmp / "crash-walk.log", "w", encoding="utf-8") as log:
+                process = subprocess.Popen([LAB] + self.command(name, *extra), env=env, stdout=log,  # pylint: disable=consider-using-with
+                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                try:
+                    code = process.wait(timeout=1800)
+                finally:
+                    if process.poll() is None:
+                        os.killpg(process.pid, signal.SIGKILL)
+                        process.wait()
+            output = (self.tmp / "crash-walk.log").read_text()
+            killed = [entry for entry in map(json.loads, changes.read_text().splitlines()) if entry.get("killed")]
+            if code != -signal.SIGKILL or not killed:
+                assert code == 0, "%s: the run after the kill after %r failed (exit %s):\n%s" % (
+                    title, points[-1]["key"] if points else None, code, output[-4000:])
+                break
+            points.append(dict(killed[-1], wall_s=round(time.time() - run_started, 1)))
+            if after_kill:
+                after_kill(points[-1])
+            with open(visited, "a", encoding="utf-8") as handle:
+                handle.write(killed[-1]["key"] + "\n")
+        else:
+            raise AssertionError("%s: more than %d kill points" % (title, limit))
+        again = self.playbook(name, *extra)
+        assert again.returncode == 0, "%s: the run after the walk failed:\n%s" % (title, failure(again))
+        assert recap(again)["localhost"]["changed"] == 0, "%s: the run after the walk changed:\n%s" % (
+            title, changed_tasks(again))
+        self.steps.append({"step": title, "playbook": name, "args": list(extra), "wall_s": round(time.time() - started, 1),
+                           "changed": "%d kills" % len(points), "crash_points": points, "started": started,
+                           "ended": time.time()})
+        return points
 
     def together(self, title, name, *extra):
         """Start the same playbook twice at once, as two AWX jobs or an operator and a schedule would: both must
