@@ -142,10 +142,18 @@ options:
         default: 2
   wait_healthy:
     description:
-      - With O(state=balanced), wait until every member passes its health check, and fail naming those
-        that did not within O(wait_timeout). The load balancer stays in place either way.
+      - With O(state=balanced), wait until every member (or every one in O(wait_for)) passes its health check, and
+        fail naming those that did not within O(wait_timeout). The load balancer stays in place either way.
     type: bool
     default: false
+  wait_for:
+    description:
+      - With O(wait_healthy), the members to wait for; by default every member.
+      - A member that is kept in the load balancer but not ready yet (a replica that a later step converges) is
+        left out, so that the wait does not fail on it.
+    type: list
+    elements: str
+    default: []
   wait_timeout:
     description:
       - Seconds to wait for each Compute Engine operation, and for O(wait_healthy).
@@ -316,6 +324,7 @@ def main() -> None:
         )),
         wait_healthy=dict(type="bool", default=False),
         wait_timeout=dict(type="int", default=300),
+        wait_for=dict(type="list", elements="str", default=[]),
     )
     module = gce_module(argument_spec)
     spec = checked(module, spec_from_params, module.params)

@@ -93,6 +93,7 @@ class Spec(t.NamedTuple):
     health_check: HealthCheck
     wait_healthy: bool
     wait_timeout: int
+    wait_for: tuple[str, ...] = ()
 
     @property
     def lb_name(self) -> str:
@@ -137,10 +138,14 @@ def spec_from_params(params: t.Mapping[str, t.Any]) -> Spec:
         raise InvalidInput("port is %d; it must be between 1 and 65535" % port)
     backend = params["backend"]
     address = check_name(params.get("address") or address_name(cluster), "address")
+    wait_for = tuple(params.get("wait_for") or ())
+    for name in wait_for:
+        if name not in members:
+            raise InvalidInput("wait_for names '%s', which is not one of the members (%s)" % (name, ", ".join(members)))
     return Spec(
         cluster=cluster, region=region, state=state, members=tuple(members), address=address, port=port,
         backend=backend, health_check=_health_check(params.get("health_check") or {}, backend, port),
-        wait_healthy=params["wait_healthy"], wait_timeout=params["wait_timeout"],
+        wait_healthy=params["wait_healthy"], wait_timeout=params["wait_timeout"], wait_for=wait_for,
     )
 
 
@@ -772,7 +777,8 @@ class LoadBalancer(Converger):
         deadline = Deadline(self.spec.wait_timeout, self.clock)
         while True:
             health = self.health()
-            waiting = {n: health.get(n, "UNKNOWN") for n in self.spec.members if health.get(n) != "HEALTHY"}
+            waiting = {n: health.get(n, "UNKNOWN") for n in self.spec.wait_for or self.spec.members
+                       if health.get(n) != "HEALTHY"}
             if not waiting:
                 return health
             if deadline.expired():

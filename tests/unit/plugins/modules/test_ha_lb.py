@@ -123,9 +123,10 @@ def zonal():
     ({"health_check": {"check_interval_sec": 0, "timeout_sec": 0}},
      "health_check.check_interval_sec is 0; it must be between 1 and 300"),
     ({"health_check": {"unhealthy_threshold": 11}}, "health_check.unhealthy_threshold is 11; it must be between 1 and 10"),
+    ({"wait_healthy": True, "wait_for": ["k-master-c"]}, "wait_for names 'k-master-c', which is not one of the members"),
 ], ids=["single-with-two", "balanced-without-members", "duplicate-member", "pool-with-https-check",
         "service-without-check", "pool-check-without-port", "timeout-over-interval", "zero-interval",
-        "threshold-over-ten"])
+        "threshold-over-ten", "wait-for-a-stranger"])
 def test_bad_input_fails_before_any_request(args, message):
     with fake_gce([]) as http:
         result = run(http, **args)
