@@ -20,6 +20,7 @@ point of its own.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 
@@ -73,6 +74,10 @@ class CallbackModule(CallbackBase):
                 handle.flush()
                 os.fsync(handle.fileno())
         if kill:
+            # Ansible's workers start sessions of their own: killed first, or one would finish its task (and then wait
+            # forever for a main process that is gone).
+            for child in multiprocessing.active_children():
+                os.kill(child.pid, signal.SIGKILL)
             os.killpg(os.getpgid(0), signal.SIGKILL)
 
     def v2_runner_on_ok(self, result):
