@@ -141,8 +141,8 @@ class Lifecycle:
         that changed something and that no earlier run of the walk was killed after, run it again, killed at its next
         new change, and so on until a run ends by itself; that run must succeed, and one more must change nothing.
         Every task that changes something (each host, each loop item whose result comes back before the next item
-        has run) is a kill point once, and each kill is converged by the runs after it; ``after_kill(point)`` checks what must hold after each kill. Returns the kill
-        points in order, each with the wall time of its run."""
+        has run) is a kill point once, and each kill is converged by the runs after it; ``after_kill(point)`` checks
+        what must hold after each kill. Returns the kill points in order, each with the wall time of its run."""
         slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
         visited, changes = self.tmp / ("crash-%s.visited" % slug), self.tmp / ("crash-%s.jsonl" % slug)
         visited.write_text("")
