@@ -523,6 +523,21 @@ def test_injected_error_rate(lab, compute):
     compute.regions().get(project=PROJECT, region="europe-west1").execute(num_retries=0)
 
 
+def test_injected_errors_of_several_statuses(lab, compute):
+    lab.control("PUT", "faults", {"seed": 5, "errors": {"*": {"rate": 0.6, "status": [503, 429]}}})
+    answers = []
+    for _attempt in range(40):
+        try:
+            compute.zones().get(project=PROJECT, zone=ZONE).execute(num_retries=0)
+            answers.append(200)
+        except HttpError as exc:
+            answers.append((exc.resp.status, error_of(exc)[1]))
+    assert {a for a in answers if a != 200} == {(503, "backendError"), (429, "rateLimitExceeded")}, answers
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        lab.control("PUT", "faults", {"errors": {"*": {"rate": 0.1, "status": [503, 404]}}})
+    assert refused.value.code == 400
+
+
 def test_rate_limit_answers_403_rate_limit_exceeded(lab, compute):
     lab.control("PUT", "faults", {"rate_limit": {"per_second": 3}})
     answers = []

@@ -6,14 +6,14 @@
 Faults are set through the control API as one JSON document::
 
     {"seed": 7,
-     "errors": {"compute.instances.insert": {"rate": 0.3, "status": 503}, "*": {"rate": 0.1, "status": 500}},
+     "errors": {"compute.instances.insert": {"rate": 0.3, "status": 503}, "*": {"rate": 0.1, "status": [503, 429]}},
      "rate_limit": {"per_second": 5},
      "fail_operations": {"compute.disks.insert": {"count": 1, "code": "QUOTA_EXCEEDED", "message": "..."}},
      "latency": {"compute.instances.get": 0.5, "*": 0.01},
      "hold": {"mutating_call": 3}}
 
-An error rate answers that share of matching calls with the status (429, 500 or
-503, in GCE's shape); the rate limit answers 403 rateLimitExceeded beyond that
+An error rate answers that share of matching calls with the status (429, 500, 502
+or 503, in GCE's shape; with a list of them, one of them at random); the rate limit answers 403 rateLimitExceeded beyond that
 many calls in any second, as GCE does per project; a failed operation ends DONE
 with the given error; latency delays the answer. ``hold`` carries out the
 N-th call that changes something (counted from when the faults were set) and
@@ -56,9 +56,10 @@ class Faults:
         self.release_event = threading.Event()
 
     def set(self, config: dict[str, t.Any]) -> None:
-        for status in (spec.get("status") for spec in (config.get("errors") or {}).values()):
-            if status not in REASONS:
-                raise ValueError("error status must be one of %s" % sorted(REASONS))
+        for spec in (config.get("errors") or {}).values():
+            statuses = spec.get("status", 503)
+            if not all(s in REASONS for s in (statuses if isinstance(statuses, list) else [statuses])) or statuses == []:
+                raise ValueError("error status must be one of %s, or a list of them" % sorted(REASONS))
         with self.lock:
             self.config = config
             self.random = random.Random(config.get("seed"))
@@ -77,7 +78,10 @@ class Faults:
         with self.lock:
             delay = self._for("latency", method) or 0
             error = self._for("errors", method)
-            fail = bool(error) and self.random.random() < float(error.get("rate", 0))
+            status = None
+            if error and self.random.random() < float(error.get("rate", 0)):
+                statuses = error.get("status", 503)
+                status = int(self.random.choice(statuses) if isinstance(statuses, list) else statuses)
             limit = (self.config.get("rate_limit") or {}).get("per_second")
             limited = False
             if limit:
@@ -91,8 +95,7 @@ class Faults:
             time.sleep(float(delay))
         if limited:
             raise ApiError(403, "rateLimitExceeded", "Rate Limit Exceeded")
-        if fail:
-            status = int(error.get("status", 503))
+        if status:
             raise ApiError(status, REASONS[status], MESSAGES[status])
 
     def after_call(self, method: str) -> None:
