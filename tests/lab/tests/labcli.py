@@ -46,15 +46,59 @@ def save_report(name, report):
     return path
 
 
+def _children():
+    """Every process's children, by parent PID, from /proc."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry, encoding="utf-8") as handle:
+                    parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+            children.setdefault(parent, []).append(int(entry))
+    return children
+
+
+def kill_tree(pid):
+    """SIGKILL a process and every process under it, whatever session or group they are in (Ansible's workers
+    start sessions of their own, so a kill of the process group misses them). The tree is frozen (SIGSTOP) until
+    no new process appears in it, then killed at once."""
+    frozen = set()
+    while True:
+        children, found, todo = _children(), [], [pid]
+        while todo:
+            found.append(todo.pop())
+            todo.extend(children.get(found[-1], []))
+        new = [p for p in found if p not in frozen]
+        if not new:
+            break
+        for process in new:
+            try:
+                os.kill(process, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
+            frozen.add(process)
+    for process in frozen:
+        try:
+            os.kill(process, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def lab(env, *args, timeout=600, input_text=None):
     """Run the lab's command line. On a timeout, or when the test run is interrupted, every process it started is
-    killed (it runs in a session of its own), so nothing is left behind to hold the lab, and the exception goes on."""
+    killed, so nothing is left behind to hold the lab, and the exception goes on."""
     with subprocess.Popen([LAB] + list(args), env=env, stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True) as process:
         try:
             stdout, stderr = process.communicate(input_text, timeout=timeout)
         except BaseException:  # a timeout, or the run interrupted (KeyboardInterrupt): nothing of it may outlive it
-            os.killpg(process.pid, signal.SIGKILL)
+            kill_tree(process.pid)
             process.communicate()
             raise
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)

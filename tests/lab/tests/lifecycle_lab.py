@@ -13,6 +13,7 @@ wrapper).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -25,7 +26,7 @@ import time
 import pytest
 
 from kubeha_lab.sim.faults import is_mutating
-from labcli import LAB, control, lab
+from labcli import LAB, control, kill_tree, lab
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 CLUSTER = "k"
@@ -49,6 +50,21 @@ except Exception as exc:
 # etcdctl on a replica, with the API server's etcd client certificate (add --endpoints).
 ETCDCTL = ("sudo etcdctl --cacert /etc/kubernetes/pki/etcd/ca.crt --cert /etc/kubernetes/pki/apiserver-etcd-client.crt "
            "--key /etc/kubernetes/pki/apiserver-etcd-client.key")
+
+
+@contextlib.contextmanager
+def running(env, args, log_path):
+    """``tests/lab/lab ARGS`` running in the background, what it prints going to ``log_path``; whatever of it still
+    runs when the block ends (the test failed or was interrupted) is killed, every process of it."""
+    with open(log_path, "w", encoding="utf-8") as log:
+        process = subprocess.Popen([LAB] + list(args), env=env, stdout=log, stderr=subprocess.STDOUT,  # pylint: disable=consider-using-with
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            kill_tree(process.pid)
+        process.wait()
 
 
 class Lifecycle:
@@ -110,28 +126,20 @@ class Lifecycle:
         whether to stop watching. Returns (acted, exit code, what it printed, when it started)."""
         started = time.time()
         acted = False
-        with open(self.tmp / log_name, "w", encoding="utf-8") as log:
-            process = subprocess.Popen([LAB] + self.command(name, *extra), env=self.env, stdout=log,  # pylint: disable=consider-using-with
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-            try:
-                while process.poll() is None and time.time() - started < 1800:
-                    if not acted and until():
-                        acted = True
-                        if act(process):
-                            break
-                    time.sleep(0.5)
-                process.wait(timeout=1800)
-            finally:
-                # The run is over, or the test failed or was interrupted while it ran: nothing of it may outlive it.
-                if process.poll() is None:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
+        with running(self.env, self.command(name, *extra), self.tmp / log_name) as process:
+            while process.poll() is None and time.time() - started < 1800:
+                if not acted and until():
+                    acted = True
+                    if act(process):
+                        break
+                time.sleep(0.5)
+            process.wait(timeout=1800)
         return acted, process.returncode, (self.tmp / log_name).read_text(), started
 
     def interrupted(self, title, name, until, *extra):
         """Start a playbook and kill it, every process of it at once (SIGKILL), as soon as ``until()`` holds."""
         killed, code, output, started = self._while_running(name, extra, "interrupted.log", until,
-                                                            lambda process: os.killpg(process.pid, signal.SIGKILL) or True)
+                                                            lambda process: kill_tree(process.pid) or True)
         assert killed, "%s: the run ended (exit %s) before it could be stopped:\n%s" % (title, code, output[-3000:])
         self.steps.append({"step": title, "playbook": name, "args": list(extra), "wall_s": round(time.time() - started, 1),
                            "changed": None, "killed": True, "started": started, "ended": time.time()})
@@ -152,15 +160,8 @@ class Lifecycle:
         for _run in range(limit):
             changes.write_text("")
             run_started = time.time()
-            with open(self.tmp / "crash-walk.log", "w", encoding="utf-8") as log:
-                process = subprocess.Popen([LAB] + self.command(name, *extra), env=env, stdout=log,  # pylint: disable=consider-using-with
-                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-                try:
-                    code = process.wait(timeout=1800)
-                finally:
-                    if process.poll() is None:
-                        os.killpg(process.pid, signal.SIGKILL)
-                        process.wait()
+            with running(env, self.command(name, *extra), self.tmp / "crash-walk.log") as process:
+                code = process.wait(timeout=1800)
             output = (self.tmp / "crash-walk.log").read_text()
             killed = [entry for entry in map(json.loads, changes.read_text().splitlines()) if entry.get("killed")]
             if code != -signal.SIGKILL or not killed:
@@ -187,21 +188,9 @@ class Lifecycle:
         """Start the same playbook twice at once, as two AWX jobs or an operator and a schedule would: both must
         succeed, one after the other (the second waits for the cluster's lock). Returns both runs' output."""
         started = time.time()
-        processes, logs = [], []
-        try:
-            for index in range(2):
-                logs.append(open(self.tmp / ("together-%d.log" % index), "w", encoding="utf-8"))  # pylint: disable=consider-using-with
-                processes.append(subprocess.Popen([LAB] + self.command(name, *extra), env=self.env, stdout=logs[-1],  # pylint: disable=consider-using-with
-                                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                  start_new_session=True))
-            codes = [process.wait(timeout=1800) for process in processes]
-        finally:
-            for process in processes:
-                if process.poll() is None:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
-            for log in logs:
-                log.close()
+        with running(self.env, self.command(name, *extra), self.tmp / "together-0.log") as first, \
+                running(self.env, self.command(name, *extra), self.tmp / "together-1.log") as second:
+            codes = [first.wait(timeout=1800), second.wait(timeout=1800)]
         outputs = [(self.tmp / ("together-%d.log" % index)).read_text() for index in range(2)]
         for code, output in zip(codes, outputs):
             assert code == 0, "%s: a run failed (exit %s):\n%s" % (title, code, output[-4000:])
@@ -280,6 +269,68 @@ class Lifecycle:
         self.steps.append({"step": title, "playbook": name, "args": list(extra), "stopped": message,
                            "wall_s": round(ended - started, 1), "changed": None, "started": started, "ended": ended})
         return run
+
+    def under_faults(self, title, name, *extra, errors=None, failed_operation=None, seed=14):
+        """A step with the simulator answering a share of Compute Engine calls with errors (``errors`` as
+        kubeha_lab.sim.faults takes them) and, with ``failed_operation`` (method, code), the first operation of that
+        method ending DONE with that error. A run that stops there, saying so, is run again, as a user would: the step
+        must be done by the second run. Records the runs, the calls, the errors answered (each one retried by the
+        client) and the operations failed. Returns the last run."""
+        faults = {"seed": seed, "errors": errors or {}}
+        if failed_operation:
+            method, code = failed_operation
+            faults["fail_operations"] = {method: {"count": 1, "code": code, "message": "%s (injected by the lab)" % code}}
+        control(self.env, "DELETE", "requests")
+        control(self.env, "PUT", "faults", faults)
+        started, runs = time.time(), []
+        try:
+            for _run in range(2):
+                runs.append(self.playbook(name, *extra))
+                if runs[-1].returncode == 0:
+                    break
+                assert failed_operation and len(runs) == 1 and code in runs[-1].stdout, "%s failed:\n%s" % (
+                    title, failure(runs[-1]))
+            left = control(self.env, "GET", "faults")
+        finally:
+            control(self.env, "DELETE", "faults")
+        ended = time.time()
+        assert runs[-1].returncode == 0, "%s: the run after the failed operation failed:\n%s" % (title, failure(runs[-1]))
+        if failed_operation:
+            assert left["fail_operations"][method]["count"] == 0, "%s made no call of %s" % (title, method)
+        calls = [r for r in control(self.env, "GET", "requests")["requests"] if r["method"] != "token"]
+        answered = {}
+        for call in calls:
+            if call["status"] in (403, 429, 500, 502, 503):
+                answered[str(call["status"])] = answered.get(str(call["status"]), 0) + 1
+        self.steps.append({"step": title, "playbook": name, "args": list(extra), "wall_s": round(ended - started, 1),
+                           "changed": recap(runs[-1])["localhost"]["changed"], "runs": len(runs),
+                           "gce_calls": len(calls), "errors_answered": answered,
+                           "failed_operation": "%s %s" % failed_operation if failed_operation else None,
+                           "started": started, "ended": ended})
+        return runs[-1]
+
+    def converged(self, replicas):
+        """The cluster is exactly ``replicas``: as VMs, as etcd voting members (no learner), and as load balancer
+        members (none with one replica, which then holds the reserved address itself); nothing else of it is left
+        in Compute Engine, and the API answers ready through the reserved address."""
+        members = self.members()
+        assert sorted(m[1] for m in members) == sorted(replicas) and not any(m[3] for m in members), members
+        resources = self.resources()
+        names = {p.rsplit("/", 1)[-1] for p in resources if "/instances/" in p}
+        assert names == set(replicas), names
+        # Each replica's boot disk (named as its VM) and data disk.
+        disks = {p.rsplit("/", 1)[-1] for p in resources if "/disks/" in p}
+        assert disks == set(replicas) | {"%s-pd" % r for r in replicas}, disks
+        rules = self.network()["forwarding_rules"]
+        if len(replicas) == 1:
+            assert rules == [] and self.instance(replicas[0])["nat_ip"] == self.address()
+            balancer = ("/backendServices/", "/targetPools/", "/healthChecks/", "/instanceGroups/", "/forwardingRules/")
+            assert not [p for p in resources if any(c in p for c in balancer)]
+        else:
+            [rule] = rules
+            assert rule["ip"] == self.address() and sorted(m["name"] for m in rule["members"]) == sorted(replicas)
+        ready = self.readyz()
+        assert ready["status"] == 200, ready
 
     def refused(self, title, name, message, *extra, env_unset=()):
         """A bad request: fails with ``message`` and changes neither the resources nor the etcd membership."""

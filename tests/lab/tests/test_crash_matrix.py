@@ -24,29 +24,6 @@ pytestmark = [pytest.mark.machines, pytest.mark.crash_matrix,
 CLUSTER = "k"
 
 
-def converged(life, replicas):
-    """The cluster is exactly ``replicas``: as VMs, as etcd voting members (no learner), and as load balancer
-    members (none with one replica, which then holds the reserved address itself); nothing else of it is left."""
-    members = life.members()
-    assert sorted(m[1] for m in members) == sorted(replicas) and not any(m[3] for m in members), members
-    resources = life.resources()
-    names = {p.rsplit("/", 1)[-1] for p in resources if "/instances/" in p}
-    assert names == set(replicas), names
-    # Each replica's boot disk (named as its VM) and data disk.
-    disks = {p.rsplit("/", 1)[-1] for p in resources if "/disks/" in p}
-    assert disks == set(replicas) | {"%s-pd" % r for r in replicas}, disks
-    rules = life.network()["forwarding_rules"]
-    if len(replicas) == 1:
-        assert rules == [] and life.instance(replicas[0])["nat_ip"] == life.address()
-        balancer = ("/backendServices/", "/targetPools/", "/healthChecks/", "/instanceGroups/", "/forwardingRules/")
-        assert not [p for p in resources if any(c in p for c in balancer)]
-    else:
-        [rule] = rules
-        assert rule["ip"] == life.address() and sorted(m["name"] for m in rule["members"]) == sorted(replicas)
-    ready = life.readyz()
-    assert ready["status"] == 200, ready
-
-
 def reserved_address(life):
     """The reserved address as Compute Engine has it: its IP and its resource ID (made again, it would get a new ID,
     and likely the same IP)."""
@@ -77,7 +54,7 @@ def test_every_run_killed_after_every_change_converges(life, capsys):  # pylint:
 
     life.crash_walk("bootstrap", "bootstrap", "zone=europe-west1-b")
     save()
-    converged(life, ["k-master"])
+    life.converged(["k-master"])
     # The reserved address, once made, is never released or made again, whatever run is killed where.
     address = reserved_address(life)
 
@@ -88,7 +65,7 @@ def test_every_run_killed_after_every_change_converges(life, capsys):  # pylint:
         life.crash_walk(title, name, *extra, after_kill=same_address)
         save()
         same_address({"key": "the end of the walk"})
-        converged(life, replicas)
+        life.converged(replicas)
 
     life.start_writer()
     life.start_api_poller()
@@ -118,7 +95,7 @@ def test_every_run_killed_after_every_change_converges(life, capsys):  # pylint:
     control(life.env, "POST", "zones/europe-west1-d/up")
     life.wait_ssh("k-master-d")
     life.step("remove the leftovers of k-master-d", "remove", "zone=europe-west1-d", "replica_name=k-master-d")
-    converged(life, ["k-master"])
+    life.converged(["k-master"])
 
     report = life.report()
     for step in report["steps"]:
