@@ -12,9 +12,10 @@ demo:
 test:
 	@scripts/test.sh
 
-## bench: measure what each lifecycle step costs in the lab (wall time, calls, availability); not part of test
+## bench: measure what each lifecycle step costs in the lab (wall time, calls, availability), and what an
+## unfriendly Compute API costs (BENCH="lifecycle" or "api_faults" runs one); not part of test
 bench:
-	@scripts/bench.sh
+	@scripts/bench.sh $(BENCH)
 
 ## crash-matrix: every run killed at every step and finished by the next (make test runs a sample); not part of test
 crash-matrix:
