@@ -161,21 +161,40 @@ def plan_writes(files: t.Iterable[t.Mapping[str, t.Any]], uid: int | None, gid: 
 
 
 def apply_writes(changes: t.Iterable[FileChange], uid: int, gid: int, done: dict[str, str] | None = None) -> None:
-    """Carry out a plan: new content goes to a file made beside the old one (mode 0600 until its owner is set), synced,
-    then renamed over it, so that a reader (or a crash) sees the old file or the new one, never a part. A file whose
-    content stays gets its owner and mode through a descriptor of the file that was compared (a path swapped for a
-    link since is refused, never followed). ``done`` gets each file's action as it is carried out."""
-    for change in changes:
-        if change.action != "unchanged":
-            try:
-                if change.action == "attributes":
-                    _set_attributes(change, uid, gid)
-                else:
-                    _replace(change, uid, gid)
-            except OSError as exc:
-                raise FilesError("%s cannot be written: %s" % (change.path, exc.strerror or exc)) from None
-        if done is not None:
-            done[change.path] = change.action
+    """Carry out a plan: new content goes to a file made beside the old one (mode 0600 until its owner is set) and
+    synced, for every file first; then each is renamed over the old one, so that a reader (or a crash) sees the old
+    file or the new one, never a part, and a crash while the files are written leaves all the old ones (a CA's
+    certificate and key change together). A file whose content stays gets its owner and mode through a descriptor of
+    the file that was compared (a path swapped for a link since is refused, never followed). ``done`` gets each
+    file's action as it is carried out."""
+    changes = [change for change in changes if change.action != "unchanged"]
+    staged: dict[str, str] = {}
+    current = ""
+    try:
+        for change in changes:
+            current = change.path
+            if change.action != "attributes":
+                staged[change.path] = _stage(change, uid, gid)
+        for change in changes:
+            current = change.path
+            if change.action == "attributes":
+                _set_attributes(change, uid, gid)
+            else:
+                os.rename(staged.pop(change.path), change.path)
+            if done is not None:
+                done[change.path] = change.action
+    except OSError as exc:
+        raise FilesError("%s cannot be written: %s" % (current, exc.strerror or exc)) from None
+    finally:
+        for temporary in staged.values():
+            if os.path.lexists(temporary):
+                os.unlink(temporary)
+    for directory in sorted({os.path.dirname(change.path) for change in changes if change.action != "attributes"}):
+        directory_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(directory_fd)
+        finally:
+            os.close(directory_fd)
 
 
 def _set_attributes(change: FileChange, uid: int, gid: int) -> None:
@@ -192,9 +211,10 @@ def _set_attributes(change: FileChange, uid: int, gid: int) -> None:
         os.close(descriptor)
 
 
-def _replace(change: FileChange, uid: int, gid: int) -> None:
-    directory = os.path.dirname(change.path)
-    descriptor, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(change.path), dir=directory)
+def _stage(change: FileChange, uid: int, gid: int) -> str:
+    """The new content in a file beside ``change.path``, synced, with its owner and mode; returns its path."""
+    descriptor, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(change.path),
+                                             dir=os.path.dirname(change.path))
     try:
         with os.fdopen(descriptor, "wb") as handle:
             os.fchown(handle.fileno(), uid, gid)
@@ -202,13 +222,7 @@ def _replace(change: FileChange, uid: int, gid: int) -> None:
             handle.write(change.content)
             handle.flush()
             os.fsync(handle.fileno())
-        os.rename(temporary, change.path)
     except BaseException:
-        if os.path.lexists(temporary):
-            os.unlink(temporary)
+        os.unlink(temporary)
         raise
-    directory_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(directory_fd)
-    finally:
-        os.close(directory_fd)
+    return temporary

@@ -13,14 +13,17 @@ description:
   - Writes each file in O(files) whose content, mode or owner differs from what is on the replica, in one module run
     instead of one per file; the counterpart of M(kubeha.gce.replica_files_info).
   - New content is written to a temporary file in the same directory, with mode 0600 until its owner and mode are
-    set, synced, and renamed over the old file, so that a service reading it (or a run killed halfway) finds the old
-    file or the new one, never part of one. A file whose content is the same only gets its mode and owner set.
+    set, and synced, for every file first; then each is renamed over its old file, so that a service reading it (or
+    a run killed halfway) finds the old file or the new one, never part of one, and a run killed while the files are
+    written leaves every old file (a CA's certificate and key change together). A file whose content is the same
+    only gets its mode and owner set.
   - The roles write a replica's CA material, certificates, keys and kubeconfigs with it (the pki and etcd roles).
   - Every file is checked before any is written; a path that is not absolute, given twice, not a regular file (a
     symbolic link is refused, never followed), without content, or in a directory that does not exist fails the
     module, naming it, and nothing is written. In check mode a missing directory or owner (one an earlier task
     would make) predicts the file written instead.
-  - A failure while writing names the file; RV(files) then says what was done before it.
+  - A failure while writing names the file; one before the renames leaves every file as it was, and RV(files) says
+    what was done before it.
   - The diff names each file with its mode, owner and the sha256 of its content, never the content; the task still
     needs C(no_log) when the content is key material, as task arguments are shown on failure.
   - Uses only the Python standard library.
