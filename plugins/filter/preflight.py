@@ -181,8 +181,7 @@ def remove_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], name: str | Non
         existing = ", ".join("%s (%s)" % (r["name"], r.get("zone")) for r in replicas) or "none"
         return ["the cluster has no replica %s; its replicas: %s" % (where, existing)]
     if len(targets) > 1:
-        return ["zone %s holds %d replicas (%s): set replica_name to say which one"
-                % (zone, len(targets), ", ".join(sorted(r["name"] for r in targets)))]
+        return [_only_one_in_zone(targets, zone)[1]]
     if len(replicas) == 1:
         return ["%s is the cluster's last replica: removing it would remove the cluster's control plane and its data; "
                 "it is never removed" % targets[0]["name"]]
@@ -267,15 +266,14 @@ def recover_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], name: str | No
     if name:
         others = [r for r in replicas if r.get("name") != name]
     else:
-        targets = [r for r in replicas if r.get("zone") == zone]
-        if not targets:
+        target, problem = _only_one_in_zone(replicas, zone)
+        if problem:
+            return [problem]
+        if target is None:
             existing = ", ".join("%s (%s)" % (r["name"], r.get("zone")) for r in replicas) or "none"
             return ["the cluster has no replica in zone %s; its replicas: %s. If the VM of the replica to recover is "
                     "gone, name it with replica_name" % (zone, existing)]
-        if len(targets) > 1:
-            return ["zone %s holds %d replicas (%s): set replica_name to say which one"
-                    % (zone, len(targets), ", ".join(sorted(r["name"] for r in targets)))]
-        others = [r for r in replicas if r is not targets[0]]
+        others = [r for r in replicas if r is not target]
     if not others:
         return ["%s is the cluster's only replica: etcd membership is changed through another member, and there is "
                 "none; restart or repair its VM (its data disk keeps etcd's data), or restore from a backup"
@@ -286,8 +284,18 @@ def recover_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], name: str | No
 def restore_target(replicas: t.Sequence[t.Mapping[str, t.Any]], name: str | None = None,
                    zone: str | None = None) -> dict[str, t.Any]:
     """The replica that ``name`` (or the only one in ``zone``) designates; ``{}`` when none or several do."""
-    found = [r for r in replicas if (r.get("name") == name if name else r.get("zone") == zone)]
-    return dict(found[0]) if len(found) == 1 else {}
+    found = [r for r in replicas if r.get("name") == name][:1] if name else [_only_one_in_zone(replicas, zone)[0]]
+    return dict(found[0]) if found and found[0] is not None else {}
+
+
+def _only_one_in_zone(replicas: t.Sequence[t.Mapping[str, t.Any]],
+                      zone: str | None) -> tuple[t.Mapping[str, t.Any] | None, str]:
+    """The replica in ``zone`` (None when there is none), or why the zone does not say which one."""
+    found = [r for r in replicas if r.get("zone") == zone]
+    if len(found) > 1:
+        return None, ("zone %s holds %d replicas (%s): set replica_name to say which one"
+                      % (zone, len(found), ", ".join(sorted(r["name"] for r in found))))
+    return (found[0] if found else None), ""
 
 
 def restore_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], name: str | None = None, zone: str | None = None,
@@ -307,11 +315,10 @@ def restore_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], name: str | No
     target = restore_target(replicas, name, zone)
     if not target:
         where = "named %s" % name if name else "in zone %s" % zone
-        found = [r for r in replicas if r.get("zone") == zone] if not name else []
+        several = "" if name else _only_one_in_zone(replicas, zone)[1]
+        if several:
+            return [several]
         existing = ", ".join("%s (%s, %s)" % (r["name"], r.get("zone"), r.get("status")) for r in replicas) or "none"
-        if len(found) > 1:
-            return ["zone %s holds %d replicas (%s): set replica_name to say which one"
-                    % (zone, len(found), ", ".join(sorted(r["name"] for r in found)))]
         down = " (zones that do not answer: %s)" % ", ".join(unavailable) if unavailable else ""
         return ["the cluster has no replica %s in the zones that answer%s; its replicas: %s. etcd is restored on a "
                 "running replica whose data disk holds the snapshot, or that a snapshot on the controller is copied "
