@@ -508,30 +508,30 @@ def test_state_and_keys_survive_a_restart(lab):
 
 # -- faults ------------------------------------------------------------------------------------------------
 
-def test_injected_error_rate(lab, compute):
-    lab.control("PUT", "faults", {"seed": 3, "errors": {"compute.zones.get": {"rate": 0.5, "status": 503}}})
-    statuses = []
-    for _attempt in range(40):
+def zone_gets(compute, count):
+    """``count`` zones.get calls, each answered 200 or (status, reason)."""
+    answers = []
+    for _attempt in range(count):
         try:
             compute.zones().get(project=PROJECT, zone=ZONE).execute(num_retries=0)
-            statuses.append(200)
+            answers.append(200)
         except HttpError as exc:
-            statuses.append(exc.resp.status)
-            assert error_of(exc)[1] == "backendError"
-    assert 8 <= statuses.count(503) <= 32 and statuses.count(200) + statuses.count(503) == 40
+            answers.append((exc.resp.status, error_of(exc)[1]))
+    return answers
+
+
+def test_injected_error_rate(lab, compute):
+    lab.control("PUT", "faults", {"seed": 3, "errors": {"compute.zones.get": {"rate": 0.5, "status": 503}}})
+    answers = zone_gets(compute, 40)
+    failed = answers.count((503, "backendError"))
+    assert 8 <= failed <= 32 and answers.count(200) + failed == 40
     # Other methods are not affected.
     compute.regions().get(project=PROJECT, region="europe-west1").execute(num_retries=0)
 
 
 def test_injected_errors_of_several_statuses(lab, compute):
     lab.control("PUT", "faults", {"seed": 5, "errors": {"*": {"rate": 0.6, "status": [503, 429]}}})
-    answers = []
-    for _attempt in range(40):
-        try:
-            compute.zones().get(project=PROJECT, zone=ZONE).execute(num_retries=0)
-            answers.append(200)
-        except HttpError as exc:
-            answers.append((exc.resp.status, error_of(exc)[1]))
+    answers = zone_gets(compute, 40)
     assert {a for a in answers if a != 200} == {(503, "backendError"), (429, "rateLimitExceeded")}, answers
     with pytest.raises(urllib.error.HTTPError) as refused:
         lab.control("PUT", "faults", {"errors": {"*": {"rate": 0.1, "status": [503, 404]}}})
@@ -540,13 +540,7 @@ def test_injected_errors_of_several_statuses(lab, compute):
 
 def test_rate_limit_answers_403_rate_limit_exceeded(lab, compute):
     lab.control("PUT", "faults", {"rate_limit": {"per_second": 3}})
-    answers = []
-    for _attempt in range(6):
-        try:
-            compute.zones().get(project=PROJECT, zone=ZONE).execute(num_retries=0)
-            answers.append(200)
-        except HttpError as exc:
-            answers.append((exc.resp.status, error_of(exc)[1]))
+    answers = zone_gets(compute, 6)
     assert answers[:3] == [200, 200, 200]
     assert (403, "rateLimitExceeded") in answers[3:]
 
