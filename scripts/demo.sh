@@ -32,11 +32,8 @@ summary "replicate: three replicas behind a load balancer on the reserved addres
 playbook recover -e zone=europe-west1-c
 summary "recover: $cluster-master-c made again on its data disk, same etcd member"
 
-playbook remove -e zone=europe-west1-d
-summary "remove: two replicas left"
-
-playbook remove -e zone=europe-west1-c
-summary "remove: one replica, the reserved address back on it, no load balancer"
+playbook remove -e zone=europe-west1-c,europe-west1-d
+summary "remove: two replicas in one run, one at a time; one left, the reserved address back on it, no load balancer"
 
 playbook replicate -e zone=europe-west1-c,europe-west1-d
 summary "replicate: three replicas again"

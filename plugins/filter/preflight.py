@@ -188,6 +188,92 @@ def remove_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], name: str | Non
     return []
 
 
+def remove_targets(replicas: t.Sequence[t.Mapping[str, t.Any]], names: t.Any = None, zones: t.Any = None,
+                   etcd: t.Mapping[str, t.Any] | None = None, unavailable: t.Sequence[str] = ()) -> list[dict[str, t.Any]]:
+    """The replicas that one remove run takes out, in the order it takes them, each ``{name, zone, given, exists,
+    failed}``: each of ``names`` (a list, or a comma-separated string) when given, or else the replica of each of
+    ``zones``; the etcd leader's replica last, so that leadership moves once at most.
+
+    A name that is not listed keeps the first zone given, as remove -e replica_name alone does (a zone that does
+    not answer is where it is looked for in etcd); the replica of a zone that does not answer is the one etcd
+    member of no listed replica, when there is exactly one, or unnamed. ``exists`` says whether the replica is
+    listed or known to etcd; ``failed`` whether it is already lost to the cluster: its VM not running, its zone
+    not answering, or its etcd member unhealthy or missing.
+    """
+    info = etcd or {}
+    members = {m.get("name"): m for m in info.get("members") or [] if m.get("name")}
+    unlisted = [m.get("name") for m in unlisted_members(info, replicas)] if info else []
+    wanted_zones = _zones(zones)
+    targets = []
+    for name in _zones(names):
+        found = [r for r in replicas if r.get("name") == name]
+        targets.append({"name": name, "zone": found[0].get("zone") if found else (wanted_zones or [""])[0],
+                        "given": "name"})
+    if not targets:
+        for zone in wanted_zones:
+            found = [r for r in replicas if r.get("zone") == zone]
+            name = found[0]["name"] if len(found) == 1 else ""
+            if not found and zone in unavailable and len(unlisted) == 1:
+                name = unlisted[0]
+            targets.append({"name": name, "zone": zone, "given": "zone"})
+    for target in targets:
+        listed = [r for r in replicas if r.get("name") == target["name"]] if target["name"] else []
+        member = members.get(target["name"]) if target["name"] else None
+        target["exists"] = bool(listed or member)
+        target["failed"] = (target["zone"] in unavailable or bool(listed and listed[0].get("status") != "RUNNING")
+                            or not (member and member.get("healthy") and not member.get("is_learner")))
+    leader = ((info.get("leader") or {}).get("name")) or ""
+    return sorted(targets, key=lambda target: bool(leader) and target["name"] == leader)
+
+
+def _one_more(targets: t.Sequence[t.Mapping[str, t.Any]]) -> str:
+    """The request with one more replica in it, as it was given: by name or by zone."""
+    if all(target.get("given") == "name" for target in targets):
+        return "replica_name=%s" % ",".join([target["name"] for target in targets] + ["<another replica>"])
+    return "zone=%s" % ",".join([target["zone"] for target in targets] + ["<another zone>"])
+
+
+def remove_request_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], targets: t.Sequence[t.Mapping[str, t.Any]],
+                            etcd: t.Mapping[str, t.Any] | None = None, unavailable: t.Sequence[str] = (),
+                            absent_ok: bool = False, allow_even: bool = False) -> list[str]:
+    """Why a remove run of ``targets`` (as kubeha.gce.remove_targets returns them) must not start; empty when it may.
+
+    Each target is checked as remove_problems checks one (given twice, ambiguous, missing unless ``absent_ok``);
+    then the count: at least one replica stays, and the replicas that stay are not an even number, which survives
+    no more failures than one fewer (unless ``allow_even``, or unless every replica removed is lost already: the
+    cluster then lives with one fewer either way, and removing them is how it gets back).
+    """
+    if not targets:
+        return ["say which replicas to remove: set zone (one or more, comma-separated), or replica_name (one or more)"]
+    problems = []
+    seen: set[str] = set()
+    for target in targets:
+        key = target.get("name") or "zone %s" % target.get("zone")
+        if key in seen:
+            problems.append("%s is given twice; give each replica once" % key)
+        seen.add(key)
+        problems += remove_problems(replicas, name=target.get("name") or None, zone=target.get("zone"),
+                                    absent_ok=absent_ok, unavailable=unavailable)
+        if not target.get("name") and target.get("zone") in unavailable:
+            problems.append("zone %s does not answer Compute Engine, so its replicas cannot be listed, and etcd does "
+                            "not say which of its members is there: set replica_name to say which replica to remove"
+                            % target.get("zone"))
+    unlisted = unlisted_members(etcd or {}, replicas) if etcd else []
+    existing = [target for target in targets if target.get("exists")]
+    total = len(replicas) + len(unlisted)
+    staying = total - len(existing)
+    if len(targets) > 1 and existing and staying < 1:
+        problems.append("this would remove every replica of the cluster (%s): the last one is never removed"
+                        % ", ".join(sorted(target["name"] for target in existing)))
+    elif staying >= 2 and staying % 2 == 0 and not allow_even and not all(target.get("failed") for target in existing):
+        problems.append(
+            "this would leave %d replicas, an even number: etcd needs a majority (%d of %d), so %d replicas survive no "
+            "more failures than %d do; remove one more in the same run (for example %s) to leave %d, or set "
+            "allow_even=true to do it anyway"
+            % (staying, quorum(staying), staying, staying, staying - 1, _one_more(targets), staying - 1))
+    return list(dict.fromkeys(problems))
+
+
 def unlisted_members(info: t.Mapping[str, t.Any], replicas: t.Sequence[t.Mapping[str, t.Any]]) -> list[dict[str, t.Any]]:
     """The etcd members (as kubeha.gce.etcd_member_info returns them) of no replica in ``replicas``: in a zone
     outage, the members of the replicas that the zone's silence keeps from being listed."""
@@ -366,6 +452,8 @@ class FilterModule:
             "restore_problems": restore_problems,
             "restore_target": restore_target,
             "remove_problems": remove_problems,
+            "remove_targets": remove_targets,
+            "remove_request_problems": remove_request_problems,
             "unlisted_members": unlisted_members,
             "resource_names": names.resource_names,
         }

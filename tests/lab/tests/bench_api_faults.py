@@ -33,7 +33,7 @@ STEPS = [
      ("compute.instances.insert", "ZONE_RESOURCE_POOL_EXHAUSTED")),
     ("recover k-master-c, crashed, reusing its disk", "recover", ["zone=%s" % C],
      ["k-master", "k-master-c", "k-master-d"], ("compute.instances.insert", "RESOURCE_OPERATION_RATE_EXCEEDED")),
-    ("remove k-master-d (3 -> 2)", "remove", ["zone=%s" % D], ["k-master", "k-master-c"],
+    ("remove k-master-d (3 -> 2)", "remove", ["zone=%s" % D, "allow_even=true"], ["k-master", "k-master-c"],
      ("compute.instances.delete", "INTERNAL_ERROR")),
     ("remove k-master-c (2 -> 1, the load balancer out)", "remove", ["zone=%s" % C], ["k-master"],
      ("compute.forwardingRules.delete", "INTERNAL_ERROR")),

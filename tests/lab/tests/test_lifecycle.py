@@ -218,7 +218,9 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     assert "cluster k in region europe-west1: healthy" in healthy.stdout, healthy.stdout[-4000:]
 
     # -- a zone that fails during a run: replicate into europe-west1-c, which goes down once the VM is made --
-    life.step("remove k-master-b", "remove", "zone=europe-west1-b", "replica_name=k-master-b")
+    life.refused("remove one of three healthy replicas", "remove", "this would leave 2 replicas, an even number",
+                 "zone=europe-west1-b", "replica_name=k-master-b")
+    life.step("remove k-master-b", "remove", "zone=europe-west1-b", "replica_name=k-master-b", "allow_even=true")
     # Compute Engine ends the instance insert with an error: nothing but the VM's data disk was made, as the run says.
     failed = life.stopped("replicate into europe-west1-c, its instance insert failing", "replicate",
                           "adding k-master-c in zone europe-west1-c failed at \"Create the replica in its zone",

@@ -15,6 +15,8 @@ from ansible_collections.kubeha.gce.plugins.filter.preflight import (
     quorum,
     recover_problems,
     remove_problems,
+    remove_request_problems,
+    remove_targets,
     replica_targets,
     unlisted_members,
     replicate_problems,
@@ -226,7 +228,8 @@ def test_removal_keeps_a_quorum_of_healthy_voters():
 
 
 def test_the_filters_are_registered():
-    names = ["bootstrap_problems", "etcd_problems", "fault_tolerance", "quorum", "recover_problems", "remove_problems", "replica_targets",
+    names = ["bootstrap_problems", "etcd_problems", "fault_tolerance", "quorum", "recover_problems", "remove_problems",
+             "remove_request_problems", "remove_targets", "replica_targets",
              "replicate_problems", "resource_names", "restore_problems", "restore_target", "unlisted_members", "zone_name_problems",
              "zone_problems", "zone_region"]
     assert sorted(FilterModule().filters()) == names
@@ -288,3 +291,85 @@ def test_restore_rules():
     # A restore stopped halfway: the replica's own etcd is down for it, which is no reason to refuse.
     assert restore_problems(running(ONE), name="k-master", etcd={}, restored=True, pending=True, unread=["k-master"]) == []
     assert restore_problems(running(ONE), name="k-master", etcd={}, restored=True, unread=["k-master"])
+
+
+FIVE = [dict(r, status="RUNNING", internal_ip=ip) for r, ip in zip(
+    THREE + [replica("k-master-e", "europe-west1-e"), replica("k-master-f", "europe-west1-f")],
+    ("10.132.0.2", "10.132.0.3", "10.132.0.4", "10.132.0.5", "10.132.0.6"))]
+RUNNING3 = FIVE[:3]
+
+
+def membership(replicas, leader="k-master", **health):
+    info = etcd(*[member(r["name"], r["internal_ip"], healthy=health.get(r["name"].replace("-", "_"), True))
+                  for r in replicas])
+    info["leader"] = {"name": leader}
+    return info
+
+
+def names(targets):
+    return [t["name"] for t in targets]
+
+
+def test_remove_targets_by_zone_or_name_with_the_leader_last():
+    info = membership(FIVE, leader="k-master-d")
+    assert names(remove_targets(FIVE, zones="europe-west1-d,europe-west1-e", etcd=info)) == ["k-master-e", "k-master-d"]
+    assert names(remove_targets(FIVE, names="k-master-f, k-master-c", zones="europe-west1-b", etcd=info)) == [
+        "k-master-f", "k-master-c"]
+    healthy = remove_targets(FIVE, names="k-master-c", etcd=info)
+    assert healthy == [{"name": "k-master-c", "zone": "europe-west1-c", "given": "name", "exists": True, "failed": False}]
+    # Lost already: its member unhealthy; a name that is not listed keeps the zone given, as remove does.
+    sick = remove_targets(FIVE, names="k-master-c,k-master-x", zones="europe-west1-b", etcd=membership(FIVE, k_master_c=False))
+    assert sick == [{"name": "k-master-c", "zone": "europe-west1-c", "given": "name", "exists": True, "failed": True},
+                    {"name": "k-master-x", "zone": "europe-west1-b", "given": "name", "exists": False, "failed": True}]
+
+
+def test_remove_target_in_a_zone_that_does_not_answer_is_the_member_of_no_listed_replica():
+    listed = [r for r in RUNNING3 if r["name"] != "k-master-d"]
+    [target] = remove_targets(listed, zones="europe-west1-d", etcd=membership(RUNNING3), unavailable=["europe-west1-d"])
+    assert target == {"name": "k-master-d", "zone": "europe-west1-d", "given": "zone", "exists": True, "failed": True}
+    # Lost already, so removing it from three is no even-count question.
+    assert remove_request_problems(listed, [target], membership(RUNNING3), unavailable=["europe-west1-d"]) == []
+    # Two members of no listed replica: etcd cannot say which is in the zone.
+    two_out = [RUNNING3[0]]
+    [unnamed] = remove_targets(two_out, zones="europe-west1-d", etcd=membership(RUNNING3), unavailable=["europe-west1-d"])
+    assert unnamed["name"] == "" and "set replica_name to say which replica to remove" in remove_request_problems(
+        two_out, [unnamed], membership(RUNNING3), unavailable=["europe-west1-d"])[0]
+
+
+def test_a_removal_that_leaves_an_even_count_is_refused_with_the_way_forward():
+    info = membership(RUNNING3)
+    one = remove_targets(RUNNING3, zones="europe-west1-d", etcd=info)
+    assert remove_request_problems(RUNNING3, one, info) == [
+        "this would leave 2 replicas, an even number: etcd needs a majority (2 of 2), so 2 replicas survive no more "
+        "failures than 1 do; remove one more in the same run (for example zone=europe-west1-d,<another zone>) to leave "
+        "1, or set allow_even=true to do it anyway"]
+    assert remove_request_problems(RUNNING3, one, info, allow_even=True) == []
+    two = remove_targets(RUNNING3, zones="europe-west1-c,europe-west1-d", etcd=info)
+    assert remove_request_problems(RUNNING3, two, info) == []
+    five = membership(FIVE)
+    assert remove_request_problems(FIVE, remove_targets(FIVE, zones="europe-west1-e,europe-west1-f", etcd=five), five) == []
+    assert "leave 4 replicas" in remove_request_problems(FIVE, remove_targets(FIVE, zones="europe-west1-f", etcd=five), five)[0]
+    by_name = remove_targets(FIVE, names="k-master-f", etcd=five)
+    assert "(for example replica_name=k-master-f,<another replica>) to leave 3" in remove_request_problems(FIVE, by_name, five)[0]
+    # From two to one: odd.
+    assert remove_request_problems(RUNNING3[:2], remove_targets(RUNNING3[:2], zones="europe-west1-c"), None) == []
+    # A failed replica goes without the question: the cluster lives with one fewer either way.
+    sick = membership(RUNNING3, k_master_d=False)
+    assert remove_request_problems(RUNNING3, remove_targets(RUNNING3, zones="europe-west1-d", etcd=sick), sick) == []
+
+
+def test_a_remove_request_is_checked_whole_before_anything_changes():
+    info = membership(RUNNING3)
+    assert remove_request_problems(RUNNING3, remove_targets(RUNNING3, names="k-master,k-master-c,k-master-d", etcd=info),
+                                   info) == [
+        "this would remove every replica of the cluster (k-master, k-master-c, k-master-d): the last one is never "
+        "removed"]
+    mistyped = remove_targets(RUNNING3, zones="europe-west1-c,europe-west1-x", etcd=info)
+    assert remove_request_problems(RUNNING3, mistyped, info)[0].startswith("the cluster has no replica in zone europe-west1-x")
+    assert remove_request_problems(RUNNING3, mistyped, info, absent_ok=True) == [
+        "this would leave 2 replicas, an even number: etcd needs a majority (2 of 2), so 2 replicas survive no more "
+        "failures than 1 do; remove one more in the same run (for example zone=europe-west1-c,europe-west1-x,<another "
+        "zone>) to leave 1, or set allow_even=true to do it anyway"]
+    twice = remove_targets(RUNNING3, names="k-master-c,k-master-c", etcd=info)
+    assert "k-master-c is given twice; give each replica once" in remove_request_problems(RUNNING3, twice, info)
+    assert remove_request_problems(RUNNING3, [], info)[0].startswith("say which replicas to remove")
