@@ -194,9 +194,10 @@ def remove_targets(replicas: t.Sequence[t.Mapping[str, t.Any]], names: t.Any = N
     failed}``: each of ``names`` (a list, or a comma-separated string) when given, or else the replica of each of
     ``zones``; the etcd leader's replica last, so that leadership moves once at most.
 
-    A name that is not listed keeps the first zone given, as remove -e replica_name alone does (a zone that does
-    not answer is where it is looked for in etcd); the replica of a zone that does not answer is the one etcd
-    member of no listed replica, when there is exactly one, or unnamed. ``exists`` says whether the replica is
+    A name that is not listed keeps the first zone given (a zone that does not answer is where it is looked for
+    in etcd) or, with no zone given, the one zone that does not answer when the name is an etcd member's; the
+    replica of a zone that does not answer is the one etcd member of no listed replica, when there is exactly one,
+    or unnamed. ``exists`` says whether the replica is
     listed or known to etcd; ``failed`` whether it is already lost to the cluster: its VM not running, its zone
     not answering, or its etcd member unhealthy or missing.
     """
@@ -207,8 +208,10 @@ def remove_targets(replicas: t.Sequence[t.Mapping[str, t.Any]], names: t.Any = N
     targets = []
     for name in _zones(names):
         found = [r for r in replicas if r.get("name") == name]
-        targets.append({"name": name, "zone": found[0].get("zone") if found else (wanted_zones or [""])[0],
-                        "given": "name"})
+        zone = found[0].get("zone") if found else (wanted_zones or [""])[0]
+        if not zone and name in members and len(unavailable) == 1:
+            zone = unavailable[0]  # a member of no listed replica, and one zone that does not answer: it is there
+        targets.append({"name": name, "zone": zone, "given": "name"})
     if not targets:
         for zone in wanted_zones:
             found = [r for r in replicas if r.get("zone") == zone]

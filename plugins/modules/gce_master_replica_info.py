@@ -31,13 +31,14 @@ options:
   region:
     description:
       - The region to list the replicas of, for example V(europe-west1).
-      - One of O(region) and O(zone) is required.
+      - When neither O(region) nor O(zone) is given, the region is that of the cluster's reserved address
+        C(CLUSTER-master-ip), found across the project (it answers in a zone outage); a project without it
+        returns an empty RV(region) and no replicas.
     type: str
   zone:
     description:
       - A zone of the region to list the replicas of; the replicas of every zone of its region
         are listed.
-      - One of O(region) and O(zone) is required.
     type: str
 seealso:
   - module: kubeha.gce.gce_master_replica
@@ -57,7 +58,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 region:
-  description: The region that was listed.
+  description: The region that was listed; empty when it was to be found and the cluster has no reserved address.
   returned: always
   type: str
   sample: europe-west1
@@ -109,11 +110,18 @@ replicas:
 
 from ansible_collections.kubeha.gce.plugins.module_utils._gce.module import checked, gce_module, run
 from ansible_collections.kubeha.gce.plugins.module_utils._gce.names import check_name, check_region, region_of
-from ansible_collections.kubeha.gce.plugins.module_utils._gce.replica import list_replicas, region_zones, unavailable_zones
+from ansible_collections.kubeha.gce.plugins.module_utils._gce.replica import (
+    cluster_region,
+    list_replicas,
+    region_zones,
+    unavailable_zones,
+)
 
 
 def target(params):
     cluster = check_name(params["cluster_name"], "cluster_name")
+    if not params.get("region") and not params.get("zone"):
+        return cluster, None, None
     region = check_region(params["region"]) if params.get("region") else region_of(params["zone"])
     if params.get("region") and params.get("zone") and region_of(params["zone"]) != region:
         return cluster, region, "zone %s is not in region %s" % (params["zone"], region)
@@ -126,12 +134,15 @@ def main() -> None:
         region=dict(type="str"),
         zone=dict(type="str"),
     )
-    module = gce_module(argument_spec, required_one_of=[["region", "zone"]])
-    cluster, region, problem = checked(module, target, module.params)
+    module = gce_module(argument_spec)
+    cluster, wanted, problem = checked(module, target, module.params)
     if problem:
         module.fail_json(msg=problem)
 
     def read(api):
+        region = wanted or cluster_region(api, cluster)
+        if not region:
+            return {"changed": False, "region": "", "replicas": [], "unavailable_zones": [], "zones": []}
         zones = region_zones(api, region)
         replicas = list_replicas(api, cluster, region)
         unavailable = unavailable_zones(api, region)

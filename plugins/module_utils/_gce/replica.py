@@ -15,10 +15,12 @@ from ansible_collections.kubeha.gce.plugins.module_utils._gce.names import (
     DATA_DEVICE_NAME,
     ROLE_LABEL,
     InvalidInput,
+    address_name,
     check_metadata,
     check_name,
     data_disk_name,
     first_replica_name,
+    has_owner_marker,
     instance_filter,
     is_master_of,
     master_labels,
@@ -603,12 +605,26 @@ def unavailable_zones(api: ComputeApi, region: str) -> list[dict[str, str]]:
     return [{"name": zone, "message": message} for zone, message in sorted(zones)]
 
 
+def cluster_region(api: ComputeApi, cluster: str) -> str:
+    """The region of a cluster, as that of its reserved address (regional calls answer in a zone outage, and every
+    cluster has one from its bootstrap on); empty when the project has none. Several regions are an error."""
+    name = address_name(cluster)
+    found = api.aggregated("addresses", filter='name = "%s"' % name)
+    regions = sorted({short(a.get("region")) or "" for a in found
+                      if a.get("name") == name and (is_master_of(a, cluster) or has_owner_marker(a, cluster))})
+    if len(regions) > 1:
+        raise GceError("cluster '%s' has a reserved address %s in several regions (%s): give zone or region to say "
+                       "which cluster is meant" % (cluster, name, ", ".join(regions)),
+                       reason="ambiguous")
+    return regions[0] if regions else ""
+
+
 def region_zones(api: ComputeApi, region: str) -> list[dict[str, str]]:
     """The zones of ``region`` with their status, sorted by name."""
     zones = [z for z in api.list_all("zones") if short(z.get("region")) == region]
     return sorted(({"name": z["name"], "status": z.get("status", "UP")} for z in zones), key=lambda z: z["name"])
 
 
-__all__ = ["Replica", "Spec", "spec_from_params", "cluster_instances", "list_replicas", "region_zones",
+__all__ = ["Replica", "Spec", "spec_from_params", "cluster_instances", "cluster_region", "list_replicas", "region_zones",
            "unavailable_zones", "describe_user",
            "InvalidInput"]

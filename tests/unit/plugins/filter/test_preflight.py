@@ -329,6 +329,9 @@ def test_remove_target_in_a_zone_that_does_not_answer_is_the_member_of_no_listed
     assert target == {"name": "k-master-d", "zone": "europe-west1-d", "given": "zone", "exists": True, "failed": True}
     # Lost already, so removing it from three is no even-count question.
     assert remove_request_problems(listed, [target], membership(RUNNING3), unavailable=["europe-west1-d"]) == []
+    # By name alone: the one zone that does not answer holds it.
+    assert remove_targets(listed, names="k-master-d", etcd=membership(RUNNING3), unavailable=["europe-west1-d"]) == [
+        {"name": "k-master-d", "zone": "europe-west1-d", "given": "name", "exists": True, "failed": True}]
     # Two members of no listed replica: etcd cannot say which is in the zone.
     two_out = [RUNNING3[0]]
     [unnamed] = remove_targets(two_out, zones="europe-west1-d", etcd=membership(RUNNING3), unavailable=["europe-west1-d"])

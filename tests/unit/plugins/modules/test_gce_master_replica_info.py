@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from ansible_collections.kubeha.gce.plugins.modules import gce_master_replica_info
-from ansible_collections.kubeha.gce.tests.unit.plugins.gce_http import disk, error, fake_gce, instance, ok, run_module
+from ansible_collections.kubeha.gce.tests.unit.plugins.gce_http import address, disk, error, fake_gce, instance, ok, run_module
 
 
 def run(http, **args):
@@ -122,11 +122,36 @@ def test_zone_outside_the_region_fails_before_any_call():
     assert http.calls == []
 
 
-def test_region_or_zone_is_required():
-    with fake_gce([]) as http:
+def labelled(region, cluster="k"):
+    return dict(address(region=region, name="%s-master-ip" % cluster),
+                labels={"kubeha-cluster": cluster, "kubeha-role": "master"})
+
+
+def test_without_region_or_zone_the_region_is_that_of_the_reserved_address():
+    addresses = ok({"items": {"regions/europe-west1": {"addresses": [labelled("europe-west1")]},
+                              # The same name, made by someone else: not the cluster's.
+                              "regions/us-east1": {"addresses": [address(region="us-east1")]}}})
+    with fake_gce([addresses, zones(*EUROPE), ok({"items": scoped(instance())}), ok(disk())]) as http:
+        result = run(http, cluster_name="k")
+    assert result["region"] == "europe-west1" and [r["name"] for r in result["replicas"]] == ["k-master"]
+    assert http.calls[0].method == "addresses.aggregatedList" and http.calls[0].query["filter"] == ['name = "k-master-ip"']
+
+
+def test_without_region_or_zone_and_no_reserved_address_nothing_is_found():
+    with fake_gce([ok({"items": {"regions/europe-west1": {"warning": {"code": "NO_RESULTS_ON_PAGE"}}}})]) as http:
+        result = run(http, cluster_name="k")
+    assert not result.get("failed"), result.get("msg")
+    assert result["region"] == "" and result["replicas"] == [] and result["zones"] == []
+
+
+def test_a_reserved_address_in_two_regions_is_ambiguous():
+    two = ok({"items": {"regions/europe-west1": {"addresses": [labelled("europe-west1")]},
+                        "regions/us-east1": {"addresses": [labelled("us-east1")]}}})
+    with fake_gce([two]) as http:
         result = run(http, cluster_name="k")
     assert result["failed"] is True
-    assert "one of the following is required: region, zone" in result["msg"]
+    assert result["msg"].startswith("cluster 'k' has a reserved address k-master-ip in several regions "
+                                    "(europe-west1, us-east1): give zone or region")
 
 
 def test_check_mode_lists_too():
