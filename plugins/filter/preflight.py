@@ -190,16 +190,17 @@ def remove_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], name: str | Non
 
 def remove_targets(replicas: t.Sequence[t.Mapping[str, t.Any]], names: t.Any = None, zones: t.Any = None,
                    etcd: t.Mapping[str, t.Any] | None = None, unavailable: t.Sequence[str] = ()) -> list[dict[str, t.Any]]:
-    """The replicas that one remove run takes out, in the order it takes them, each ``{name, zone, given, exists,
-    failed}``: each of ``names`` (a list, or a comma-separated string) when given, or else the replica of each of
-    ``zones``; the etcd leader's replica last, so that leadership moves once at most.
+    """The replicas that one remove run takes out, in the order it takes them, each ``{name, zone, internal_ip,
+    given, exists, failed}``: each of ``names`` (a list, or a comma-separated string) when given, or else the replica
+    of each of ``zones``. Those lost already go first (removing a member that is down leaves as many healthy voters
+    for a smaller quorum), the etcd leader's replica last, so that leadership moves once at most.
 
     A name that is not listed keeps the first zone given (a zone that does not answer is where it is looked for
     in etcd) or, with no zone given, the one zone that does not answer when the name is an etcd member's; the
     replica of a zone that does not answer is the one etcd member of no listed replica, when there is exactly one,
-    or unnamed. ``exists`` says whether the replica is
-    listed or known to etcd; ``failed`` whether it is already lost to the cluster: its VM not running, its zone
-    not answering, or its etcd member unhealthy or missing.
+    or unnamed. ``exists`` says whether the replica is listed, or in a zone that does not answer and known to etcd;
+    ``failed`` whether it is lost to the cluster already: its etcd member unhealthy, a learner or missing, or with
+    nothing known of it from etcd, its VM not running or its zone not answering.
     """
     info = etcd or {}
     members = {m.get("name"): m for m in info.get("members") or [] if m.get("name")}
@@ -209,7 +210,7 @@ def remove_targets(replicas: t.Sequence[t.Mapping[str, t.Any]], names: t.Any = N
     for name in _zones(names):
         found = [r for r in replicas if r.get("name") == name]
         zone = found[0].get("zone") if found else (wanted_zones or [""])[0]
-        if not zone and name in members and len(unavailable) == 1:
+        if not found and name in members and len(unavailable) == 1:
             zone = unavailable[0]  # a member of no listed replica, and one zone that does not answer: it is there
         targets.append({"name": name, "zone": zone, "given": "name"})
     if not targets:
@@ -221,33 +222,44 @@ def remove_targets(replicas: t.Sequence[t.Mapping[str, t.Any]], names: t.Any = N
             targets.append({"name": name, "zone": zone, "given": "zone"})
     for target in targets:
         listed = [r for r in replicas if r.get("name") == target["name"]] if target["name"] else []
-        member = members.get(target["name"]) if target["name"] else None
-        target["exists"] = bool(listed or member)
-        target["failed"] = (target["zone"] in unavailable or bool(listed and listed[0].get("status") != "RUNNING")
-                            or not (member and member.get("healthy") and not member.get("is_learner")))
+        # A learner that never started has no name yet: it is the member that peers on the replica's IP.
+        target["internal_ip"] = listed[0].get("internal_ip") if listed else None
+        member = next((m for m in info.get("members") or [] if _is(m, [target])), None) if target["name"] else None
+        target["exists"] = bool(listed or (member and target["zone"] in unavailable))
+        if member is not None:
+            target["failed"] = not member.get("healthy") or bool(member.get("is_learner"))
+        else:
+            target["failed"] = target["zone"] in unavailable or bool(listed and listed[0].get("status") != "RUNNING") \
+                or bool(info)  # etcd was read and has no member of it
     leader = ((info.get("leader") or {}).get("name")) or ""
-    return sorted(targets, key=lambda target: bool(leader) and target["name"] == leader)
+    return sorted(targets, key=lambda target: (not target["failed"], bool(leader) and target["name"] == leader))
 
 
 def _one_more(targets: t.Sequence[t.Mapping[str, t.Any]]) -> str:
     """The request with one more replica in it, as it was given: by name or by zone."""
+    existing = [target for target in targets if target.get("exists")]
     if all(target.get("given") == "name" for target in targets):
-        return "replica_name=%s" % ",".join([target["name"] for target in targets] + ["<another replica>"])
-    return "zone=%s" % ",".join([target["zone"] for target in targets] + ["<another zone>"])
+        return "replica_name=%s" % ",".join([target["name"] for target in existing] + ["<another replica>"])
+    return "zone=%s" % ",".join([target["zone"] for target in existing] + ["<another zone>"])
 
 
 def remove_request_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], targets: t.Sequence[t.Mapping[str, t.Any]],
                             etcd: t.Mapping[str, t.Any] | None = None, unavailable: t.Sequence[str] = (),
                             absent_ok: bool = False, allow_even: bool = False) -> list[str]:
-    """Why a remove run of ``targets`` (as kubeha.gce.remove_targets returns them) must not start; empty when it may.
+    """Why a remove run of ``targets`` (as kubeha.gce.remove_targets returns them, in their order) must not start;
+    empty when it may.
 
-    Each target is checked as remove_problems checks one (given twice, ambiguous, missing unless ``absent_ok``);
-    then the count: at least one replica stays, and the replicas that stay are not an even number, which survives
-    no more failures than one fewer (unless ``allow_even``, or unless every replica removed is lost already: the
-    cluster then lives with one fewer either way, and removing them is how it gets back).
+    Each target is checked as remove_problems checks one (given twice, ambiguous, missing unless ``absent_ok``; an
+    etcd member whose VM is gone is recover's). Then the count: a running replica that answers stays, and the
+    replicas that stay are not an even number, which survives no more failures than one fewer (unless
+    ``allow_even``, or unless every replica removed is lost already: the cluster then lives with one fewer either
+    way, and removing them is how it gets back). Then etcd (``etcd``, as kubeha.gce.etcd_member_info read it), step
+    by step in the run's order, as each step is checked when it comes (see etcd_problems): every other member healthy
+    and the healthy voters left a quorum.
     """
     if not targets:
         return ["say which replicas to remove: set zone (one or more, comma-separated), or replica_name (one or more)"]
+    info = etcd or {}
     problems = []
     seen: set[str] = set()
     for target in targets:
@@ -255,18 +267,24 @@ def remove_request_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], targets
         if key in seen:
             problems.append("%s is given twice; give each replica once" % key)
         seen.add(key)
-        problems += remove_problems(replicas, name=target.get("name") or None, zone=target.get("zone"),
-                                    absent_ok=absent_ok, unavailable=unavailable)
         if not target.get("name") and target.get("zone") in unavailable:
             problems.append("zone %s does not answer Compute Engine, so its replicas cannot be listed, and etcd does "
                             "not say which of its members is there: set replica_name to say which replica to remove"
                             % target.get("zone"))
-    unlisted = unlisted_members(etcd or {}, replicas) if etcd else []
+            continue
+        orphan = not target.get("exists") and target.get("name") in [m.get("name") for m in info.get("members") or []]
+        if orphan and target.get("zone") not in unavailable:
+            problems.append("%s has no VM, but etcd still has its member: that is a failed replica, which recover makes "
+                            "again (recover -e replica_name=%s); remove it once it runs" % (target["name"], target["name"]))
+            continue
+        problems += remove_problems(replicas, name=target.get("name") or None, zone=target.get("zone"),
+                                    absent_ok=absent_ok, unavailable=unavailable)
     existing = [target for target in targets if target.get("exists")]
-    total = len(replicas) + len(unlisted)
-    staying = total - len(existing)
-    if len(targets) > 1 and existing and staying < 1:
-        problems.append("this would remove every replica of the cluster (%s): the last one is never removed"
+    staying = len(replicas) + len(unlisted_members(info, replicas)) - len(existing) if info else len(replicas) - len(existing)
+    answering = [r for r in replicas if r.get("status") == "RUNNING" and not any(r.get("name") == t.get("name") for t in existing)]
+    if existing and not answering:
+        problems.append("this would leave no running replica that answers Compute Engine (%s would go): the last one is "
+                        "never removed, and etcd is changed through one that stays"
                         % ", ".join(sorted(target["name"] for target in existing)))
     elif staying >= 2 and staying % 2 == 0 and not allow_even and not all(target.get("failed") for target in existing):
         problems.append(
@@ -274,6 +292,15 @@ def remove_request_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], targets
             "more failures than %d do; remove one more in the same run (for example %s) to leave %d, or set "
             "allow_even=true to do it anyway"
             % (staying, quorum(staying), staying, staying, staying - 1, _one_more(targets), staying - 1))
+    if info and not problems:
+        members = list(info.get("members") or [])
+        for target in existing:
+            step = dict(info, members=members)
+            problems += ["before %s is removed: %s" % (target["name"], problem)
+                         for problem in etcd_problems(step, [target], removing=True)]
+            if problems:
+                break
+            members = [m for m in members if not _is(m, [target])]
     return list(dict.fromkeys(problems))
 
 
@@ -343,13 +370,27 @@ def etcd_problems(info: t.Mapping[str, t.Any], targets: t.Sequence[t.Any] | None
     return problems
 
 
+def recover_target(replicas: t.Sequence[t.Mapping[str, t.Any]], name: str | None = None, zone: str | None = None,
+                   detached: t.Sequence[t.Mapping[str, t.Any]] = ()) -> str:
+    """The name of the replica to recover: ``name``, or the one replica of ``zone``, or else (its VM is gone) the
+    replica whose data disk no VM has attached in ``zone``, when there is one (``detached``, as
+    gce_master_replica_info's detached_data_disks); empty when none or several."""
+    if name:
+        return name
+    found = [r["name"] for r in replicas if r.get("zone") == zone] or [d["replica"] for d in detached if d.get("zone") == zone]
+    return found[0] if len(found) == 1 else ""
+
+
 def recover_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], name: str | None = None,
-                     zone: str | None = None) -> list[str]:
+                     zone: str | None = None, detached: t.Sequence[t.Mapping[str, t.Any]] = ()) -> list[str]:
     """Why recovering the replica named ``name`` (or the one in ``zone``) cannot happen; empty when it may.
 
     A named replica whose VM is gone may be recovered (it is made again); a zone must hold exactly
-    one replica. A cluster's only replica cannot be: there is no other member to change etcd through.
+    one replica, or with no VM, one data disk that no VM has attached (``detached``: a recover stopped after it
+    deleted the VM). A cluster's only replica cannot be: there is no other member to change etcd through.
     """
+    if not name and zone and not [r for r in replicas if r.get("zone") == zone]:
+        name = recover_target(replicas, None, zone, detached) or None
     if not name and not zone:
         return ["say which replica to recover: set replica_name, or zone when the zone holds only one replica"]
     if name:
@@ -452,6 +493,7 @@ class FilterModule:
             "replicate_problems": replicate_problems,
             "replica_targets": replica_targets,
             "recover_problems": recover_problems,
+            "recover_target": recover_target,
             "restore_problems": restore_problems,
             "restore_target": restore_target,
             "remove_problems": remove_problems,

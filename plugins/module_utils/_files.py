@@ -164,9 +164,10 @@ def apply_writes(changes: t.Iterable[FileChange], uid: int, gid: int, done: dict
     """Carry out a plan: new content goes to a file made beside the old one (mode 0600 until its owner is set) and
     synced, for every file first; then each is renamed over the old one, so that a reader (or a crash) sees the old
     file or the new one, never a part, and a crash while the files are written leaves all the old ones (a CA's
-    certificate and key change together). A file whose content stays gets its owner and mode through a descriptor of
-    the file that was compared (a path swapped for a link since is refused, never followed). ``done`` gets each
-    file's action as it is carried out."""
+    certificate and key change together; only a crash amid the renames themselves, a window of microseconds, leaves
+    some renamed, and a crash while they are written leaves the staged files beside them). A file whose content
+    stays gets its owner and mode through a descriptor of the file that was compared (a path swapped for a link
+    since is refused, never followed). ``done`` gets each file's action as it is carried out."""
     changes = [change for change in changes if change.action != "unchanged"]
     staged: dict[str, str] = {}
     current = ""
@@ -180,21 +181,23 @@ def apply_writes(changes: t.Iterable[FileChange], uid: int, gid: int, done: dict
             if change.action == "attributes":
                 _set_attributes(change, uid, gid)
             else:
-                os.rename(staged.pop(change.path), change.path)
+                os.rename(staged[change.path], change.path)
+                del staged[change.path]
             if done is not None:
                 done[change.path] = change.action
+        for directory in sorted({os.path.dirname(c.path) for c in changes if c.action != "attributes"}):
+            current = directory
+            directory_fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(directory_fd)
+            finally:
+                os.close(directory_fd)
     except OSError as exc:
         raise FilesError("%s cannot be written: %s" % (current, exc.strerror or exc)) from None
     finally:
         for temporary in staged.values():
             if os.path.lexists(temporary):
                 os.unlink(temporary)
-    for directory in sorted({os.path.dirname(change.path) for change in changes if change.action != "attributes"}):
-        directory_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(directory_fd)
-        finally:
-            os.close(directory_fd)
 
 
 def _set_attributes(change: FileChange, uid: int, gid: int) -> None:

@@ -40,6 +40,13 @@ options:
       - A zone of the region to list the replicas of; the replicas of every zone of its region
         are listed.
     type: str
+  detached_data_disks:
+    description:
+      - Also list the data disks of the cluster's replicas that no VM has attached (RV(detached_data_disks)), those
+        of replicas whose VM is gone. One more call.
+    type: bool
+    default: false
+    version_added: 0.1.0
 seealso:
   - module: kubeha.gce.gce_master_replica
 """
@@ -83,6 +90,16 @@ unavailable_zones:
   sample:
     - name: europe-west1-c
       message: "Scope 'zones/europe-west1-c' is unreachable: the zone is currently unavailable."
+detached_data_disks:
+  description:
+    - With O(detached_data_disks), the data disks of the cluster's replicas (by label, named C(REPLICA-pd)) in the
+      region that no VM has attached, sorted by name, each with its C(name), C(zone) and the C(replica) it belongs
+      to; in a zone that does not answer, none can be listed.
+  returned: when O(detached_data_disks) is true
+  type: list
+  elements: dict
+  sample:
+    - {name: kubernetes-master-c-pd, zone: europe-west1-c, replica: kubernetes-master-c}
 replicas:
   description:
     - The replicas, sorted by name, with the same fields as the C(replica) that
@@ -112,6 +129,7 @@ from ansible_collections.kubeha.gce.plugins.module_utils._gce.module import chec
 from ansible_collections.kubeha.gce.plugins.module_utils._gce.names import check_name, check_region, region_of
 from ansible_collections.kubeha.gce.plugins.module_utils._gce.replica import (
     cluster_region,
+    detached_data_disks,
     list_replicas,
     region_zones,
     unavailable_zones,
@@ -133,6 +151,7 @@ def main() -> None:
         cluster_name=dict(type="str", required=True),
         region=dict(type="str"),
         zone=dict(type="str"),
+        detached_data_disks=dict(type="bool", default=False),
     )
     module = gce_module(argument_spec)
     cluster, wanted, problem = checked(module, target, module.params)
@@ -145,10 +164,14 @@ def main() -> None:
             return {"changed": False, "region": "", "replicas": [], "unavailable_zones": [], "zones": []}
         zones = region_zones(api, region)
         replicas = list_replicas(api, cluster, region)
+        detached = detached_data_disks(api, cluster, region) if module.params["detached_data_disks"] else None
         unavailable = unavailable_zones(api, region)
         down = {z["name"] for z in unavailable}
-        return {"changed": False, "region": region, "replicas": replicas, "unavailable_zones": unavailable,
-                "zones": [dict(z, status="UNAVAILABLE") if z["name"] in down else z for z in zones]}
+        result = {"changed": False, "region": region, "replicas": replicas, "unavailable_zones": unavailable,
+                  "zones": [dict(z, status="UNAVAILABLE") if z["name"] in down else z for z in zones]}
+        if detached is not None:
+            result["detached_data_disks"] = detached
+        return result
 
     run(module, read)
 

@@ -15,8 +15,8 @@ description:
   - New content is written to a temporary file in the same directory, with mode 0600 until its owner and mode are
     set, and synced, for every file first; then each is renamed over its old file, so that a service reading it (or
     a run killed halfway) finds the old file or the new one, never part of one, and a run killed while the files are
-    written leaves every old file (a CA's certificate and key change together). A file whose content is the same
-    only gets its mode and owner set.
+    written leaves every old file (a CA's certificate and key change together; only a kill amid the renames, which
+    take microseconds, leaves some renamed). A file whose content is the same only gets its mode and owner set.
   - The roles write a replica's CA material, certificates, keys and kubeconfigs with it (the pki and etcd roles).
   - Every file is checked before any is written; a path that is not absolute, given twice, not a regular file (a
     symbolic link is refused, never followed), without content, or in a directory that does not exist fails the

@@ -605,13 +605,27 @@ def unavailable_zones(api: ComputeApi, region: str) -> list[dict[str, str]]:
     return [{"name": zone, "message": message} for zone, message in sorted(zones)]
 
 
+def detached_data_disks(api: ComputeApi, cluster: str, region: str) -> list[dict[str, str]]:
+    """The data disks of a cluster's replicas in ``region`` (by label and name) that no VM has attached: those of
+    replicas whose VM is gone, which a recover attaches to a new VM. Sorted by name."""
+    found = []
+    for disk in api.aggregated("disks", filter=instance_filter(cluster)):
+        zone = short(disk.get("zone")) or ""
+        name = disk.get("name") or ""
+        if (is_master_of(disk, cluster) and zone and region_of(zone) == region and name.endswith("-pd")
+                and not disk.get("users")):
+            found.append({"name": name, "zone": zone, "replica": name[:-len("-pd")]})
+    return sorted(found, key=lambda d: d["name"])
+
+
 def cluster_region(api: ComputeApi, cluster: str) -> str:
     """The region of a cluster, as that of its reserved address (regional calls answer in a zone outage, and every
     cluster has one from its bootstrap on); empty when the project has none. Several regions are an error."""
     name = address_name(cluster)
     found = api.aggregated("addresses", filter='name = "%s"' % name)
     regions = sorted({short(a.get("region")) or "" for a in found
-                      if a.get("name") == name and (is_master_of(a, cluster) or has_owner_marker(a, cluster))})
+                      if a.get("name") == name and a.get("region")
+                      and (is_master_of(a, cluster) or has_owner_marker(a, cluster))})
     if len(regions) > 1:
         raise GceError("cluster '%s' has a reserved address %s in several regions (%s): give zone or region to say "
                        "which cluster is meant" % (cluster, name, ", ".join(regions)),
@@ -625,6 +639,7 @@ def region_zones(api: ComputeApi, region: str) -> list[dict[str, str]]:
     return sorted(({"name": z["name"], "status": z.get("status", "UP")} for z in zones), key=lambda z: z["name"])
 
 
-__all__ = ["Replica", "Spec", "spec_from_params", "cluster_instances", "cluster_region", "list_replicas", "region_zones",
+__all__ = ["Replica", "Spec", "spec_from_params", "cluster_instances", "cluster_region", "detached_data_disks", "list_replicas",
+           "region_zones",
            "unavailable_zones", "describe_user",
            "InvalidInput"]

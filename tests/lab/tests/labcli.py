@@ -63,7 +63,8 @@ def _children():
 def kill_tree(pid):
     """SIGKILL a process and every process under it, whatever session or group they are in (Ansible's workers
     start sessions of their own, so a kill of the process group misses them). The tree is frozen (SIGSTOP) until
-    no new process appears in it, then killed at once."""
+    no new process appears in it, then killed at once. A process that left the tree before (a daemon that detached,
+    such as ssh's ControlPersist master) is not in it: `lab down` ends those with the lab."""
     frozen = set()
     while True:
         children, found, todo = _children(), [], [pid]

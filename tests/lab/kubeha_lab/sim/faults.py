@@ -57,6 +57,8 @@ class Faults:
 
     def set(self, config: dict[str, t.Any]) -> None:
         for spec in (config.get("errors") or {}).values():
+            if not isinstance(spec, dict):
+                raise ValueError("each error fault is an object: {\"rate\": 0.3, \"status\": 503}")
             statuses = spec.get("status", 503)
             if not all(s in REASONS for s in (statuses if isinstance(statuses, list) else [statuses])) or statuses == []:
                 raise ValueError("error status must be one of %s, or a list of them" % sorted(REASONS))

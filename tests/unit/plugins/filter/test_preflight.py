@@ -14,6 +14,7 @@ from ansible_collections.kubeha.gce.plugins.filter.preflight import (
     fault_tolerance,
     quorum,
     recover_problems,
+    recover_target,
     remove_problems,
     remove_request_problems,
     remove_targets,
@@ -228,7 +229,7 @@ def test_removal_keeps_a_quorum_of_healthy_voters():
 
 
 def test_the_filters_are_registered():
-    names = ["bootstrap_problems", "etcd_problems", "fault_tolerance", "quorum", "recover_problems", "remove_problems",
+    names = ["bootstrap_problems", "etcd_problems", "fault_tolerance", "quorum", "recover_problems", "recover_target", "remove_problems",
              "remove_request_problems", "remove_targets", "replica_targets",
              "replicate_problems", "resource_names", "restore_problems", "restore_target", "unlisted_members", "zone_name_problems",
              "zone_problems", "zone_region"]
@@ -248,6 +249,21 @@ def test_recover_rules():
     assert recover_problems(two_in_c, zone="europe-west1-c") == [
         "zone europe-west1-c holds 2 replicas (k-master-c, k-master-c2): set replica_name to say which one"]
     assert recover_problems(THREE)[0].startswith("say which replica to recover")
+
+
+def test_a_replica_whose_vm_is_gone_is_found_in_its_zone_by_its_data_disk():
+    # A recover stopped right after it deleted the VM: the same command finds the replica by its data disk.
+    detached = [{"name": "k-master-c-pd", "zone": "europe-west1-c", "replica": "k-master-c"}]
+    two = [r for r in THREE if r["name"] != "k-master-c"]
+    assert recover_problems(two, zone="europe-west1-c", detached=detached) == []
+    assert recover_target(two, zone="europe-west1-c", detached=detached) == "k-master-c"
+    assert recover_target(THREE, zone="europe-west1-c", detached=detached) == "k-master-c"
+    assert recover_target(two, name="k-master-x", zone="europe-west1-c", detached=detached) == "k-master-x"
+    # Two data disks without a VM in the zone: the name is needed.
+    both = detached + [{"name": "k-master-c2-pd", "zone": "europe-west1-c", "replica": "k-master-c2"}]
+    assert recover_target(two, zone="europe-west1-c", detached=both) == ""
+    assert recover_problems(two, zone="europe-west1-c", detached=both)[0].startswith(
+        "the cluster has no replica in zone europe-west1-c")
 
 
 def running(replicas):
@@ -316,22 +332,31 @@ def test_remove_targets_by_zone_or_name_with_the_leader_last():
     assert names(remove_targets(FIVE, names="k-master-f, k-master-c", zones="europe-west1-b", etcd=info)) == [
         "k-master-f", "k-master-c"]
     healthy = remove_targets(FIVE, names="k-master-c", etcd=info)
-    assert healthy == [{"name": "k-master-c", "zone": "europe-west1-c", "given": "name", "exists": True, "failed": False}]
-    # Lost already: its member unhealthy; a name that is not listed keeps the zone given, as remove does.
-    sick = remove_targets(FIVE, names="k-master-c,k-master-x", zones="europe-west1-b", etcd=membership(FIVE, k_master_c=False))
-    assert sick == [{"name": "k-master-c", "zone": "europe-west1-c", "given": "name", "exists": True, "failed": True},
-                    {"name": "k-master-x", "zone": "europe-west1-b", "given": "name", "exists": False, "failed": True}]
+    assert healthy == [{"name": "k-master-c", "zone": "europe-west1-c", "internal_ip": "10.132.0.3", "given": "name",
+                        "exists": True, "failed": False}]
+    # Lost already: its member unhealthy, so it goes first; a name that is not listed keeps the zone given.
+    sick = remove_targets(FIVE, names="k-master-d,k-master-c,k-master-x", zones="europe-west1-b",
+                          etcd=membership(FIVE, k_master_c=False))
+    assert [(t["name"], t["zone"], t["exists"], t["failed"]) for t in sick] == [
+        ("k-master-c", "europe-west1-c", True, True), ("k-master-x", "europe-west1-b", False, True),
+        ("k-master-d", "europe-west1-d", True, False)]
 
 
 def test_remove_target_in_a_zone_that_does_not_answer_is_the_member_of_no_listed_replica():
     listed = [r for r in RUNNING3 if r["name"] != "k-master-d"]
-    [target] = remove_targets(listed, zones="europe-west1-d", etcd=membership(RUNNING3), unavailable=["europe-west1-d"])
-    assert target == {"name": "k-master-d", "zone": "europe-west1-d", "given": "zone", "exists": True, "failed": True}
+    down = membership(RUNNING3, k_master_d=False)
+    [target] = remove_targets(listed, zones="europe-west1-d", etcd=down, unavailable=["europe-west1-d"])
+    assert target == {"name": "k-master-d", "zone": "europe-west1-d", "internal_ip": None, "given": "zone", "exists": True,
+                      "failed": True}
     # Lost already, so removing it from three is no even-count question.
-    assert remove_request_problems(listed, [target], membership(RUNNING3), unavailable=["europe-west1-d"]) == []
+    assert remove_request_problems(listed, [target], down, unavailable=["europe-west1-d"]) == []
+    # Only Compute Engine does not answer there: its member is healthy, and leaving two is a choice.
+    api_only = remove_targets(listed, zones="europe-west1-d", etcd=membership(RUNNING3), unavailable=["europe-west1-d"])
+    assert api_only[0]["failed"] is False
+    assert "leave 2 replicas" in remove_request_problems(listed, api_only, membership(RUNNING3), unavailable=["europe-west1-d"])[0]
     # By name alone: the one zone that does not answer holds it.
-    assert remove_targets(listed, names="k-master-d", etcd=membership(RUNNING3), unavailable=["europe-west1-d"]) == [
-        {"name": "k-master-d", "zone": "europe-west1-d", "given": "name", "exists": True, "failed": True}]
+    assert remove_targets(listed, names="k-master-d", etcd=down, unavailable=["europe-west1-d"]) == [
+        {"name": "k-master-d", "zone": "europe-west1-d", "internal_ip": None, "given": "name", "exists": True, "failed": True}]
     # Two members of no listed replica: etcd cannot say which is in the zone.
     two_out = [RUNNING3[0]]
     [unnamed] = remove_targets(two_out, zones="europe-west1-d", etcd=membership(RUNNING3), unavailable=["europe-west1-d"])
@@ -365,14 +390,45 @@ def test_a_remove_request_is_checked_whole_before_anything_changes():
     info = membership(RUNNING3)
     assert remove_request_problems(RUNNING3, remove_targets(RUNNING3, names="k-master,k-master-c,k-master-d", etcd=info),
                                    info) == [
-        "this would remove every replica of the cluster (k-master, k-master-c, k-master-d): the last one is never "
-        "removed"]
+        "this would leave no running replica that answers Compute Engine (k-master, k-master-c, k-master-d would go): "
+        "the last one is never removed, and etcd is changed through one that stays"]
     mistyped = remove_targets(RUNNING3, zones="europe-west1-c,europe-west1-x", etcd=info)
     assert remove_request_problems(RUNNING3, mistyped, info)[0].startswith("the cluster has no replica in zone europe-west1-x")
     assert remove_request_problems(RUNNING3, mistyped, info, absent_ok=True) == [
         "this would leave 2 replicas, an even number: etcd needs a majority (2 of 2), so 2 replicas survive no more "
-        "failures than 1 do; remove one more in the same run (for example zone=europe-west1-c,europe-west1-x,<another "
-        "zone>) to leave 1, or set allow_even=true to do it anyway"]
+        "failures than 1 do; remove one more in the same run (for example zone=europe-west1-c,<another zone>) to "
+        "leave 1, or set allow_even=true to do it anyway"]
     twice = remove_targets(RUNNING3, names="k-master-c,k-master-c", etcd=info)
     assert "k-master-c is given twice; give each replica once" in remove_request_problems(RUNNING3, twice, info)
     assert remove_request_problems(RUNNING3, [], info)[0].startswith("say which replicas to remove")
+
+
+def test_a_remove_request_is_checked_against_etcd_step_by_step():
+    # Two of five lost: etcd changes wait until every member but the one changed is healthy, so the run could remove
+    # neither; it is refused before the first.
+    two_lost = membership(FIVE, k_master_e=False, k_master_f=False)
+    targets = remove_targets(FIVE, zones="europe-west1-e,europe-west1-f", etcd=two_lost)
+    [problem] = remove_request_problems(FIVE, targets, two_lost)
+    assert problem.startswith("before k-master-e is removed: etcd member k-master-f (https://10.132.0.6:2380) is unhealthy")
+    # One lost, one healthy: the lost one goes first, and every step keeps a quorum of healthy voters.
+    one_lost = membership(FIVE, k_master_e=False)
+    targets = remove_targets(FIVE, zones="europe-west1-d,europe-west1-e", etcd=one_lost)
+    assert names(targets) == ["k-master-e", "k-master-d"] and remove_request_problems(FIVE, targets, one_lost) == []
+
+
+def test_a_learner_that_never_started_is_found_by_its_ip_and_may_go():
+    pending = dict(member("", "10.132.0.4", healthy=False, learner=True), name="")
+    info = etcd(member("k-master", "10.132.0.2"), member("k-master-c", "10.132.0.3"), pending)
+    info["leader"] = {"name": "k-master"}
+    targets = remove_targets(RUNNING3, zones="europe-west1-d", etcd=info)
+    assert targets[0]["name"] == "k-master-d" and targets[0]["failed"] is True
+    assert remove_request_problems(RUNNING3, targets, info) == []
+
+
+def test_an_etcd_member_without_its_vm_is_recovers_not_removes():
+    info = membership(RUNNING3)
+    listed = RUNNING3[:2]
+    targets = remove_targets(listed, names="k-master-d", zones="europe-west1-b", etcd=info)
+    assert remove_request_problems(listed, targets, info, absent_ok=True) == [
+        "k-master-d has no VM, but etcd still has its member: that is a failed replica, which recover makes again "
+        "(recover -e replica_name=k-master-d); remove it once it runs"]

@@ -154,6 +154,22 @@ def test_a_reserved_address_in_two_regions_is_ambiguous():
                                     "(europe-west1, us-east1): give zone or region")
 
 
+def test_the_data_disks_that_no_vm_has_attached_when_asked():
+    disks = ok({"items": {
+        "zones/europe-west1-c": {"disks": [disk(name="k-master-c-pd", zone="europe-west1-c")]},
+        "zones/europe-west1-b": {"disks": [disk(name="k-master-pd", users=["projects/p/zones/europe-west1-b/instances/k-master"]),
+                                           # A boot disk, and another region's data disk: not data disks of this region.
+                                           disk(name="k-master-d", zone="europe-west1-b")]},
+        "zones/us-east1-b": {"disks": [disk(name="k-master-us-pd", zone="us-east1-b")]}}})
+    with fake_gce([zones(*EUROPE), ok({"items": scoped(instance())}), ok(disk()), disks]) as http:
+        result = run(http, cluster_name="k", region="europe-west1", detached_data_disks=True)
+    assert result["detached_data_disks"] == [{"name": "k-master-c-pd", "zone": "europe-west1-c", "replica": "k-master-c"}]
+    assert http.calls[3].method == "disks.aggregatedList"
+    assert http.calls[3].query["filter"] == ['(labels.kubeha-cluster = "k") AND (labels.kubeha-role = "master")']
+    with fake_gce([zones(*EUROPE), ok({"items": scoped(instance())}), ok(disk())]) as http:
+        assert "detached_data_disks" not in run(http, cluster_name="k", region="europe-west1")
+
+
 def test_check_mode_lists_too():
     with fake_gce([zones(*EUROPE), ok({"items": scoped(instance())}), ok(disk())]) as http:
         result = run_module(gce_master_replica_info.main, {"cluster_name": "k", "region": "europe-west1"}, http,

@@ -151,3 +151,15 @@ def test_a_failure_while_writing_leaves_every_file_as_it_was(tmp_path):
     assert result["changed"] is False and result["files"] == {}
     assert first.read_text() == "the old CA" and not second.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ca.crt"]  # nothing left of the files begun
+
+
+def test_a_rename_that_fails_leaves_no_staged_file(tmp_path):
+    from ansible_collections.kubeha.gce.plugins.module_utils import _files
+
+    first, second = tmp_path / "ca.crt", tmp_path / "ca.key"
+    changes = _files.plan_writes([{"path": str(first), "content": "a new CA"}, {"path": str(second), "content": "key"}],
+                                 os.getuid(), os.getgid())
+    second.mkdir()  # after the plan: a directory cannot be renamed over
+    with pytest.raises(_files.FilesError, match="ca.key cannot be written: Is a directory"):
+        _files.apply_writes(changes, os.getuid(), os.getgid())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ca.crt", "ca.key"]  # no staged key material left
