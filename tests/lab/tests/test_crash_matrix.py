@@ -82,7 +82,8 @@ def test_every_run_killed_after_every_change_converges(life, capsys):  # pylint:
     walk("recover, reusing the data disk", "recover", "zone=europe-west1-c",
          replicas=["k-master", "k-master-c", "k-master-d"])
     life.replica_vm("k-master-c", "europe-west1-c", "absent", delete_data_disk=True)
-    walk("recover as a new member", "recover", "zone=europe-west1-c", "recover_mode=replace",
+    # Its VM and data disk both gone: named, as nothing in its zone says which replica it was.
+    walk("recover as a new member", "recover", "zone=europe-west1-c", "replica_name=k-master-c", "recover_mode=replace",
          replicas=["k-master", "k-master-c", "k-master-d"])
     life.step("snapshot", "snapshot", "zone=europe-west1-b")
     life.stop_writer()
