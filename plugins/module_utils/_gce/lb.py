@@ -20,6 +20,8 @@ step is finished by the next one.
 
 from __future__ import annotations
 
+import contextlib
+
 import typing as t
 
 from ansible_collections.kubeha.gce.plugins.module_utils._clock import CLOCK, Clock
@@ -664,12 +666,30 @@ class LoadBalancer(Converger):
         if holder is not None:
             self._free_address(holder)
         ip = self.address["address"]
-        self._act("create %s on %s:%d" % (label, ip, spec.port), lambda: self._insert(
-            "forwardingRules", self._rule_body(target), "creating %s" % label, region=spec.region))
+        with self._giving_back(holder["name"] if holder is not None else None, ip):
+            self._act("create %s on %s:%d" % (label, ip, spec.port), lambda: self._insert(
+                "forwardingRules", self._rule_body(target), "creating %s" % label, region=spec.region))
         if holder is not None:
             self._give_ephemeral(holder["name"])
 
     # access configs
+    @contextlib.contextmanager
+    def _giving_back(self, name: str | None, ip: str | None) -> t.Iterator[None]:
+        """Replica ``name`` has just lost its external IP for the next steps: when one of them fails, it gets an
+        external IP again (``ip``, or an ephemeral one), so that the next run still reaches it over SSH; then the
+        error goes on. A run killed there leaves it without one: ``state=balanced`` gives it one again."""
+        try:
+            yield
+        except GceError:
+            if name is not None and not self.check_mode:
+                try:
+                    self._add_access_config(name, ip, "give replica %s an external IP again, as the step after "
+                                                      "failed" % name)
+                except GceError as exc:
+                    self.warn("replica %s is left without an external IP, and could not be given one again: %s"
+                              % (name, exc))
+            raise
+
     def _remove_access_config(self, instance: t.Mapping[str, t.Any], description: str) -> None:
         zone = short(instance.get("zone"))
         nic = nic0(instance)
@@ -715,11 +735,12 @@ class LoadBalancer(Converger):
             if own:
                 # Its own ephemeral IP goes first: clients of the reserved address do not notice.
                 self._remove_access_config(member, "remove the ephemeral external IP %s of replica %s" % (own, name))
-            if self.rule is not None:
-                self._delete_rule()
-            elif holder is not None:
-                self._free_address(holder)
-            self._add_access_config(name, ip, "give replica %s the address %s (%s)" % (name, spec.address, ip))
+            with self._giving_back(name if own else None, None):
+                if self.rule is not None:
+                    self._delete_rule()
+                elif holder is not None:
+                    self._free_address(holder)
+                self._add_access_config(name, ip, "give replica %s the address %s (%s)" % (name, spec.address, ip))
             if holder is not None:
                 self._give_ephemeral(holder["name"])
         self._delete_unused()

@@ -18,6 +18,7 @@ from ansible_collections.kubeha.gce.tests.unit.plugins.gce_http import (
     ok,
     op_done,
     op_pending,
+    operation,
     run_module,
     zone_url,
 )
@@ -223,6 +224,34 @@ def test_single_to_balanced_builds_the_backend_first_and_moves_the_address_last(
     assert result["changed"] is True and result["state"] == "balanced" and result["holder"] is None
     assert result["members"] == [{"name": "k-master", "zone": "europe-west1-b", "internal_ip": "10.132.0.2",
                                   "external_ip": EPHEMERAL, "health": "HEALTHY"}]
+
+
+def failed_regional(code="INTERNAL_ERROR"):
+    return [op_pending(region="europe-west1"), ok(operation(region="europe-west1", errors=[
+        {"code": code, "message": "injected"}]))]
+
+
+def test_a_failed_step_after_an_external_ip_was_removed_gives_one_back():
+    # balanced -> single: the member's ephemeral IP goes first; the forwarding rule's delete then fails. It gets
+    # an (ephemeral) external IP again, so that the next run reaches it over SSH.
+    responses = balanced_read() + zonal() + failed_regional() + zonal()
+    with fake_gce(responses) as http:
+        result = run(http, state="single", members=["k-master"])
+    assert http.done()
+    assert http.names[len(BALANCED_READ_NAMES):] == [
+        "instances.deleteAccessConfig", "zoneOperations.wait", "forwardingRules.delete", "regionOperations.wait",
+        "instances.addAccessConfig", "zoneOperations.wait"]
+    assert [c for c in http.calls if c.method == "instances.addAccessConfig"][0].body == {
+        "name": "External NAT", "type": "ONE_TO_ONE_NAT"}
+    assert result["failed"] is True and "INTERNAL_ERROR" in result["msg"]
+    # single -> balanced: the holder frees the address; the forwarding rule's insert fails: the address goes back.
+    responses = (single_read() + regional() + zonal() + zonal() + regional()  # check, group, add, service
+                 + zonal() + failed_regional() + zonal())  # free the address, rule insert fails, give it back
+    with fake_gce(responses) as http:
+        result = run(http)
+    assert http.done() and result["failed"] is True
+    back = [c for c in http.calls if c.method == "instances.addAccessConfig"]
+    assert [c.body for c in back] == [{"name": "External NAT", "type": "ONE_TO_ONE_NAT", "natIP": IP}]
 
 
 def test_balanced_rerun_changes_nothing():
