@@ -177,7 +177,14 @@ class Handler(BaseHTTPRequestHandler):
         body = self._body()
         started = time.monotonic()
         method_id = url.path
-        status = 500
+
+        def answer(status: int, payload: t.Any) -> None:
+            # Logged before it is sent: a client that reads the log right after its answer finds its call there.
+            if not method_id.startswith("lab:"):
+                sim.faults.record({"time": time.time(), "method": method_id, "http": http, "path": url.path,
+                                   "status": status, "latency_ms": round((time.monotonic() - started) * 1000, 2)})
+            self._send(status, payload)
+
         try:
             if url.path.startswith("/" + SERVICE_PATH):
                 route = sim.discovery.route(http, url.path[len(SERVICE_PATH) + 1:], parse_qs(url.query), body)
@@ -185,39 +192,30 @@ class Handler(BaseHTTPRequestHandler):
                 user = sim.user_of(self.headers.get("Authorization"))
                 sim.faults.before_call(method_id)
                 result = sim.compute.handle(route, user)
-                status = 200
                 sim.faults.after_call(method_id)
                 try:
-                    self._send(200, result)
+                    answer(200, result)
                 except OSError:
                     pass  # the client is gone (a test killed it while its answer was held)
             elif url.path == "/token" and http == "POST":
                 method_id = "token"
                 try:
                     result = sim.exchange(parse_qs(body.decode()))
-                    status = 200
-                    self._send(200, result)
                 except auth.TokenError as exc:
-                    status = 400
-                    self._send(400, {"error": exc.error, "error_description": exc.description})
+                    answer(400, {"error": exc.error, "error_description": exc.description})
+                else:
+                    answer(200, result)
             elif url.path.startswith("/_lab/"):
                 method_id = "lab:%s %s" % (http, url.path)
-                status, result = self._control(http, url.path[len("/_lab/"):], body)
-                self._send(status, result)
+                answer(*self._control(http, url.path[len("/_lab/"):], body))
             else:
                 raise ApiError(404, "notFound", "The requested URL %s was not found on this server." % url.path)
         except ApiError as exc:
-            status = exc.status
-            self._send(exc.status, exc.body())
+            answer(exc.status, exc.body())
         except Exception as exc:  # pylint: disable=broad-exception-caught
-            status = 500
-            self._send(500, ApiError(500, "backendError", "Internal error in the lab: %s: %s"
-                                     % (type(exc).__name__, exc)).body())
+            answer(500, ApiError(500, "backendError", "Internal error in the lab: %s: %s"
+                                 % (type(exc).__name__, exc)).body())
             raise
-        finally:
-            if not method_id.startswith("lab:"):
-                sim.faults.record({"time": time.time(), "method": method_id, "http": http, "path": url.path,
-                                   "status": status, "latency_ms": round((time.monotonic() - started) * 1000, 2)})
 
     def _control(self, http: str, path: str, body: bytes) -> tuple[int, t.Any]:
         sim = self.server.sim
