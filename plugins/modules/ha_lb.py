@@ -17,7 +17,8 @@ description:
   - O(state=balanced) is a regional external passthrough network load balancer whose forwarding rule
     C(CLUSTER-master) holds the reserved address and sends TCP O(port) to exactly the replicas in
     O(members), with a health check, so a replica that stops answering stops getting connections.
-  - O(state=absent) removes every load-balancer resource. The address stays, as it does in every state.
+  - O(state=absent) removes every load-balancer resource. The address stays, as it does in every state; it need
+    not exist in this state (the cluster's may be deleted already).
   - Going from V(single) to V(balanced), the health check, the instance groups (or target pool) and
     the backend service are made first; then the address is freed from the replica, the forwarding
     rule is made on it, and the replica gets an ephemeral external IP. The address answers nothing

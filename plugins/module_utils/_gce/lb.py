@@ -837,7 +837,8 @@ class LoadBalancer(Converger):
                  "region": r.scope.get("region"), "self_link": r.body.get("selfLink")} for r in self.existing()]
 
     def run(self) -> dict[str, t.Any]:
-        self.read()
+        # Nothing is put on the address in state absent: it may be gone already (a cluster torn down).
+        self.read(address_required=self.spec.state != "absent")
         before = self.view()
         self.converge()
         if self.check_mode or not self.actions:

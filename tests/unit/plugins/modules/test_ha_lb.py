@@ -146,6 +146,15 @@ def test_missing_address_fails():
     assert http.mutating == []
 
 
+def test_absent_needs_no_address():
+    # A cluster torn down, its address deleted too: nothing is left, and nothing is asked for.
+    with fake_gce([not_found(), ok({"items": {}}), ok({"items": {}})] + [not_found()] * 5 + [ok({"items": {}})]) as http:
+        result = run(http, state="absent", members=[])
+    assert result["changed"] is False and result["actions"] == [] and result["address"] is None
+    assert http.names == ["addresses.get", "addresses.aggregatedList"] + READ_NAMES[1:]
+    assert http.mutating == []
+
+
 def test_address_in_another_region_is_named():
     other = address(region="us-central1", ip=IP)
     with fake_gce([not_found(), ok({"items": {"regions/us-central1": {"addresses": [other]}}})]) as http:
