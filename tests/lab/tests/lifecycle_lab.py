@@ -112,14 +112,28 @@ class Lifecycle:
                                    subnetwork=NETWORK)), timeout=600)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
 
+    def _compute(self, call, *args):
+        """One Compute API call made behind the collection's back (``call`` is Python using ``compute``, ``project``
+        and ``sys.argv``), awaited to its end."""
+        script = ("import os, sys\nfrom kubeha_lab import apiclient\ncompute, project = apiclient.client(), os.environ['GCP_PROJECT']\n"
+                  "apiclient.done(compute, %s.execute())\n" % call)
+        done = lab(self.env, "exec", "--", sys.executable, "-c", script, *args)
+        assert done.returncode == 0, done.stderr[-3000:]
+
     def drop_from_load_balancer(self, name, zone):
         """Take a replica out of the load balancer's instance group behind the collection's back, with the Compute API."""
-        script = ("import os, sys\nfrom kubeha_lab import apiclient\ncompute, project = apiclient.client(), os.environ['GCP_PROJECT']\n"
-                  "apiclient.done(compute, compute.instanceGroups().removeInstances(project=project, zone=sys.argv[2], "
-                  "instanceGroup=sys.argv[3], body={'instances': [{'instance': 'projects/%s/zones/%s/instances/%s' % "
-                  "(project, sys.argv[2], sys.argv[1])}]}).execute())\n")
-        done = lab(self.env, "exec", "--", sys.executable, "-c", script, name, zone, "%s-master" % CLUSTER)
-        assert done.returncode == 0, done.stderr[-3000:]
+        self._compute("compute.instanceGroups().removeInstances(project=project, zone=sys.argv[2], instanceGroup=sys.argv[3], "
+                      "body={'instances': [{'instance': 'projects/%s/zones/%s/instances/%s' % (project, sys.argv[2], "
+                      "sys.argv[1])}]})", name, zone, "%s-master" % CLUSTER)
+
+    def worker_vm(self, name, zone):
+        """A worker node of the cluster, as other tooling makes it: the cluster's label, but not the masters' role."""
+        self._compute("compute.instances().insert(project=project, zone=sys.argv[2], body={'name': sys.argv[1], "
+                      "'machineType': 'zones/%s/machineTypes/e2-small' % sys.argv[2], 'labels': {'kubeha-cluster': "
+                      "sys.argv[3], 'kubeha-role': 'node'}, 'disks': [{'boot': True, 'autoDelete': True, 'initializeParams': "
+                      "{'sourceImage': 'projects/debian-cloud/global/images/family/debian-12'}}], 'networkInterfaces': "
+                      "[{'network': 'global/networks/%s' % sys.argv[4], 'subnetwork': 'regions/%s/subnetworks/%s' % "
+                      "(sys.argv[2].rsplit('-', 1)[0], sys.argv[4])}]})", name, zone, CLUSTER, NETWORK)
 
     def _while_running(self, name, extra, log_name, until, act):
         """Run a playbook, and ``act(process)`` once, as soon as ``until()`` holds while it runs; ``act`` returns

@@ -5,7 +5,8 @@
 something, and converged by the runs after it (Lifecycle.crash_walk), on the lab's custom network with the etcd
 writer and the API poller running. After each walk: the run after it changes nothing, the etcd members are the
 replicas with no learner, nothing of the cluster is left over in Compute Engine, the reserved address was never
-released, and no write to etcd failed outside a leader hand-over. The matrix (step × kill point → wall time) is
+released, and no write to etcd failed outside a leader hand-over. Last, teardown is walked the same way, and must leave
+nothing of the cluster. The matrix (step × kill point → wall time) is
 printed and saved in the report directory.
 """
 
@@ -98,6 +99,10 @@ def test_every_run_killed_after_every_change_converges(life, capsys):  # pylint:
     life.wait_ssh("k-master-d")
     life.step("remove the leftovers of k-master-d", "remove", "zone=europe-west1-d", "replica_name=k-master-d")
     life.converged(["k-master"])
+    # The masters taken down as a whole, the address too: killed at each deletion, finished by the next run.
+    life.crash_walk("teardown", "teardown", "zone=europe-west1-b", "confirm=%s" % CLUSTER, "delete_address=true")
+    save()
+    assert not [p for p in life.resources() if "/%s-" % CLUSTER in p], "teardown left something of the cluster"
 
     report = life.report()
     for step in report["steps"]:
