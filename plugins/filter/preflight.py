@@ -381,6 +381,27 @@ def recover_target(replicas: t.Sequence[t.Mapping[str, t.Any]], name: str | None
     return found[0] if len(found) == 1 else ""
 
 
+def recover_plan(target: t.Mapping[str, t.Any], member: t.Mapping[str, t.Any] | None = None,
+                 lb: t.Mapping[str, t.Any] | None = None, mode: str = "auto") -> dict[str, t.Any]:
+    """Whether the replica ``target`` has failed, and why, and whether recover makes it again on its data disk with
+    its etcd member (``reuse``) or as a new member. Failed: its VM is not running, its etcd ``member`` (as
+    etcd_member_info lists it; empty when it has none) is unhealthy or only a learner, or the load balancer (``lb``, as
+    ha_lb_info returns it) balances without it, as a recover or replicate stopped before its last steps leaves it.
+    ``reuse``: mode reuse_disk, or auto while its member is still listed as a voter."""
+    member = member or {}
+    why = []
+    if target.get("status") != "RUNNING":
+        why.append("its VM is %s" % ("gone" if not target.get("status") else target["status"]))
+    if member.get("is_learner"):
+        why.append("its etcd member is only a learner")
+    elif not member.get("healthy"):
+        why.append("its etcd member is %s" % ("unhealthy" if member else "missing"))
+    if (lb or {}).get("state") == "balanced" and target.get("name") not in [m.get("name") for m in lb.get("members") or []]:
+        why.append("the load balancer does not send it requests")
+    reuse = mode == "reuse_disk" or (mode == "auto" and bool(member) and not member.get("is_learner"))
+    return {"failed": bool(why), "why": why, "reuse": reuse}
+
+
 def recover_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], name: str | None = None,
                      zone: str | None = None, detached: t.Sequence[t.Mapping[str, t.Any]] = ()) -> list[str]:
     """Why recovering the replica named ``name`` (or the one in ``zone``) cannot happen; empty when it may.
@@ -494,6 +515,7 @@ class FilterModule:
             "replica_targets": replica_targets,
             "recover_problems": recover_problems,
             "recover_target": recover_target,
+            "recover_plan": recover_plan,
             "restore_problems": restore_problems,
             "restore_target": restore_target,
             "remove_problems": remove_problems,

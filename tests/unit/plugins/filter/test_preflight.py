@@ -14,6 +14,7 @@ from ansible_collections.kubeha.gce.plugins.filter.preflight import (
     fault_tolerance,
     quorum,
     recover_problems,
+    recover_plan,
     recover_target,
     remove_problems,
     remove_request_problems,
@@ -229,7 +230,7 @@ def test_removal_keeps_a_quorum_of_healthy_voters():
 
 
 def test_the_filters_are_registered():
-    names = ["bootstrap_problems", "etcd_problems", "fault_tolerance", "quorum", "recover_problems", "recover_target", "remove_problems",
+    names = ["bootstrap_problems", "etcd_problems", "fault_tolerance", "quorum", "recover_plan", "recover_problems", "recover_target", "remove_problems",
              "remove_request_problems", "remove_targets", "replica_targets",
              "replicate_problems", "resource_names", "restore_problems", "restore_target", "unlisted_members", "zone_name_problems",
              "zone_problems", "zone_region"]
@@ -264,6 +265,26 @@ def test_a_replica_whose_vm_is_gone_is_found_in_its_zone_by_its_data_disk():
     assert recover_target(two, zone="europe-west1-c", detached=both) == ""
     assert recover_problems(two, zone="europe-west1-c", detached=both)[0].startswith(
         "the cluster has no replica in zone europe-west1-c")
+
+
+def test_a_replica_has_failed_when_its_vm_its_member_or_the_load_balancer_says_so():
+    well = {"name": "k-master-c", "status": "RUNNING"}
+    voter = {"name": "k-master-c", "healthy": True, "is_learner": False}
+    balanced = {"state": "balanced", "members": [{"name": "k-master"}, {"name": "k-master-c"}]}
+    assert recover_plan(well, voter, balanced) == {"failed": False, "why": [], "reuse": True}
+    # A single replica's cluster has no load balancer to be out of.
+    assert recover_plan(well, voter, {"state": "single", "members": [{"name": "k-master"}]})["failed"] is False
+    assert recover_plan(well, voter, dict(balanced, members=[{"name": "k-master"}]))["why"] == [
+        "the load balancer does not send it requests"]
+    assert recover_plan(dict(well, status="TERMINATED"), dict(voter, healthy=False), balanced)["why"] == [
+        "its VM is TERMINATED", "its etcd member is unhealthy"]
+    assert recover_plan({"name": "k-master-c"}, {}, balanced) == {
+        "failed": True, "why": ["its VM is gone", "its etcd member is missing"], "reuse": False}
+    # A learner never became a voter: auto replaces it; reuse_disk is what the user asked for (and refused elsewhere).
+    learner = recover_plan(well, dict(voter, is_learner=True), balanced)
+    assert learner["why"] == ["its etcd member is only a learner"] and learner["reuse"] is False
+    assert recover_plan(well, dict(voter, is_learner=True), balanced, "reuse_disk")["reuse"] is True
+    assert recover_plan(well, voter, balanced, "replace")["reuse"] is False
 
 
 def running(replicas):
