@@ -54,6 +54,8 @@ class Lab:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+        # As a simulator whose process ends: its operations stop where they are, for the next one to finish.
+        self.sim.compute.ops.stop()
 
     def restart(self) -> None:
         """Stop the simulator and start a new one on the same state file and port."""

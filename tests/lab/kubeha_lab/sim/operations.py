@@ -40,6 +40,13 @@ class Operations:
         self.injected_failure = injected_failure
         self.rollback = rollback  # undo what a failed step had made visible
         self.threads: list[threading.Thread] = []
+        # Set when this simulator stops: its operations are left as they are, for the next one to finish (resume),
+        # as they are when its process is killed.
+        self.stopped = threading.Event()
+
+    def stop(self) -> None:
+        """Leave every operation where it is; nothing of this simulator changes the state from now on."""
+        self.stopped.set()
 
     def start(self, scope: str, op_type: str, target: str, target_id: str, user: str, method: str,
               step: dict[str, t.Any]) -> dict[str, t.Any]:
@@ -76,6 +83,8 @@ class Operations:
         state = self.state
         time.sleep(self.timing.pending)
         with state.lock:
+            if self.stopped.is_set():
+                return
             op = state.operations[path]
             if op["status"] == "PENDING":
                 op.update(status="RUNNING", startTime=now_rfc3339(), progress=0)
@@ -84,6 +93,8 @@ class Operations:
         started = time.monotonic()
         error: ApiError | None = None
         failure = self.injected_failure(step.get("method", ""))
+        if self.stopped.is_set():
+            return
         if failure:
             error = ApiError(400, failure[0], failure[1])
         else:
@@ -97,6 +108,8 @@ class Operations:
         if remaining > 0:
             time.sleep(remaining)
         with state.lock:
+            if self.stopped.is_set():
+                return
             op.update(status="DONE", progress=100, endTime=now_rfc3339())
             if error is not None:
                 code = error.reason.upper() if error.reason.upper() == error.reason else _code(error.reason)

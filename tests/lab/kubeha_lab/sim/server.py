@@ -131,6 +131,7 @@ class Simulator:
                                     if pair[0].get("selfLink", "").startswith(prefix)])
 
     def close(self) -> None:
+        self.compute.ops.stop()
         self.backend.close()
 
 

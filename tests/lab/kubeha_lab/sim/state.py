@@ -80,7 +80,9 @@ class State:
     def save(self) -> None:
         """Write the state atomically (callers hold the lock) and wake waiters."""
         if self.path:
-            tmp = "%s.%d.tmp" % (self.path, os.getpid())
+            # One name per process and thread: another State of the same file (a simulator started again in the same
+            # process) never renames this one's file away.
+            tmp = "%s.%d.%d.tmp" % (self.path, os.getpid(), threading.get_ident())
             with open(tmp, "w", encoding="utf-8") as handle:
                 json.dump(self.data, handle)
             os.replace(tmp, self.path)
