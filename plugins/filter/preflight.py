@@ -388,7 +388,7 @@ def recover_plan(target: t.Mapping[str, t.Any], member: t.Mapping[str, t.Any] | 
     etcd_member_info lists it; empty when it has none) is unhealthy or only a learner, or the load balancer (``lb``, as
     ha_lb_info returns it) balances without it, as a recover or replicate stopped before its last steps leaves it.
     ``reuse``: mode reuse_disk, or auto while its member is still listed as a voter."""
-    member = member or {}
+    member, lb = member or {}, lb or {}
     why = []
     if target.get("status") != "RUNNING":
         why.append("its VM is %s" % ("gone" if not target.get("status") else target["status"]))
@@ -396,7 +396,7 @@ def recover_plan(target: t.Mapping[str, t.Any], member: t.Mapping[str, t.Any] | 
         why.append("its etcd member is only a learner")
     elif not member.get("healthy"):
         why.append("its etcd member is %s" % ("unhealthy" if member else "missing"))
-    if (lb or {}).get("state") == "balanced" and target.get("name") not in [m.get("name") for m in lb.get("members") or []]:
+    if lb.get("state") == "balanced" and target.get("name") not in [m.get("name") for m in lb.get("members") or []]:
         why.append("the load balancer does not send it requests")
     reuse = mode == "reuse_disk" or (mode == "auto" and bool(member) and not member.get("is_learner"))
     return {"failed": bool(why), "why": why, "reuse": reuse}

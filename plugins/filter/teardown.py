@@ -10,12 +10,15 @@ import typing as t
 
 def teardown_targets(cluster: t.Mapping[str, t.Any], keep_data_disk: bool = False) -> list[dict[str, str]]:
     """The replicas teardown deletes, by name and zone: each listed replica and, unless the data disks are kept, the
-    replica of each data disk that no VM has attached (its VM gone already), sorted by name."""
+    replica of each data disk that no VM has attached (its VM gone already), sorted by name; none in a zone that does
+    not answer (``unavailable_zones``: a zone that stopped answering while the cluster was read still lists the
+    replicas it listed before), as nothing there can be deleted now."""
     found = {r["name"]: {"name": r["name"], "zone": r["zone"]} for r in cluster.get("replicas") or []}
     if not keep_data_disk:
         for disk in cluster.get("detached_data_disks") or []:
             found.setdefault(disk["replica"], {"name": disk["replica"], "zone": disk["zone"]})
-    return [found[name] for name in sorted(found)]
+    down = {zone.get("name") for zone in cluster.get("unavailable_zones") or []}
+    return [found[name] for name in sorted(found) if found[name]["zone"] not in down]
 
 
 def _address_line(network: t.Mapping[str, t.Any], name: str, deleted: bool, delete_address: bool,

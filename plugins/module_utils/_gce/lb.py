@@ -838,13 +838,14 @@ class LoadBalancer(Converger):
 
     def run(self) -> dict[str, t.Any]:
         # Nothing is put on the address in state absent: it may be gone already (a cluster torn down).
-        self.read(address_required=self.spec.state != "absent")
+        address_required = self.spec.state != "absent"
+        self.read(address_required=address_required)
         before = self.view()
         self.converge()
         if self.check_mode or not self.actions:
             after = self.predicted_view() if self.actions else before
         else:
-            self.read()
+            self.read(address_required=address_required)
             after = self.view()
         health = None
         if not self.check_mode and after["state"] == "balanced":

@@ -158,6 +158,8 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     assert "DNS:k-master," in sans and "k-master-c" not in sans, sans
     [rule] = life.network()["forwarding_rules"]
     assert sorted(m["name"] for m in rule["members"]) == ["k-master", "k-master-c", "k-master-d"]
+    life.step("replicate again, in check mode with diff", "replicate", "zone=europe-west1-c,europe-west1-d", "--check", "--diff",
+              expect_changed=0)
 
     # -- a zone outage: the cluster is read through the zones that answer; the dead zone's replica is taken
     # out of etcd and the load balancer, and replaced in a zone that answers; its leftovers go once it is back --

@@ -45,8 +45,11 @@ class Operations:
         self.stopped = threading.Event()
 
     def stop(self) -> None:
-        """Leave every operation where it is; nothing of this simulator changes the state from now on."""
+        """Leave every operation where it is; nothing of this simulator changes the state file from now on (a step
+        being applied goes on in memory only)."""
         self.stopped.set()
+        with self.state.lock:
+            self.state.closed = True
 
     def start(self, scope: str, op_type: str, target: str, target_id: str, user: str, method: str,
               step: dict[str, t.Any]) -> dict[str, t.Any]:

@@ -61,6 +61,7 @@ class State:
             "project": project, "next_id": 1000, "resources": {}, "operations": {},
             "accounts": {}, "tokens": {}, "machines": {}, "zones_down": [],
         }
+        self.closed = False
         if path and os.path.exists(path):
             with open(path, encoding="utf-8") as handle:
                 self.data.update(json.load(handle))
@@ -78,8 +79,9 @@ class State:
         return self.data["operations"]
 
     def save(self) -> None:
-        """Write the state atomically (callers hold the lock) and wake waiters."""
-        if self.path:
+        """Write the state atomically (callers hold the lock) and wake waiters. Once closed (its simulator stopped),
+        nothing is written: a simulator started again on the same file owns it."""
+        if self.path and not self.closed:
             # One name per process and thread: another State of the same file (a simulator started again in the same
             # process) never renames this one's file away.
             tmp = "%s.%d.%d.tmp" % (self.path, os.getpid(), threading.get_ident())

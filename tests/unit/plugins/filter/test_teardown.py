@@ -17,6 +17,11 @@ def test_the_replicas_and_the_disks_without_a_vm_sorted_by_name():
                                          {"name": "k-master-d", "zone": "europe-west1-d"}]
 
 
+def test_nothing_in_a_zone_that_does_not_answer():
+    down = dict(CLUSTER, unavailable_zones=[{"name": "europe-west1-c", "reason": "UNREACHABLE"}])
+    assert [t["name"] for t in teardown_targets(down)] == ["k-master", "k-master-d"]
+
+
 def test_kept_data_disks_leave_a_replica_without_a_vm_alone():
     assert [t["name"] for t in teardown_targets(CLUSTER, keep_data_disk=True)] == ["k-master", "k-master-c"]
     assert teardown_targets({"replicas": []}) == []

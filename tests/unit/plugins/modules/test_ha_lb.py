@@ -155,6 +155,17 @@ def test_absent_needs_no_address():
     assert http.mutating == []
 
 
+def test_absent_deletes_what_is_left_once_the_address_is_gone():
+    # A health check left by a stopped run of a cluster whose address is deleted: deleted, and read again without it.
+    gone = [not_found(), ok({"items": {}}), ok({"items": {}})]
+    leftover = gone + [not_found(), not_found(), ok(health_check()), not_found(), not_found(), ok({"items": {}})]
+    with fake_gce(leftover + [op_done(region="europe-west1", zone=None)] + gone + [not_found()] * 5 + [ok({"items": {}})]) as http:
+        result = run(http, state="absent", members=[])
+    assert result.get("failed") is not True, result
+    assert result["changed"] is True and result["actions"] == ["delete health check k-master-hc (europe-west1)"]
+    assert http.mutating == ["regionHealthChecks.delete"]
+
+
 def test_address_in_another_region_is_named():
     other = address(region="us-central1", ip=IP)
     with fake_gce([not_found(), ok({"items": {"regions/us-central1": {"addresses": [other]}}})]) as http:
