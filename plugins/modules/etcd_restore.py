@@ -77,6 +77,14 @@ options:
         quorum loss of a cluster that grew again since (its data directory holds more than the snapshot).
     type: bool
     default: false
+  begin:
+    description:
+      - Only record that a restore from O(snapshot) begins (the record says C(pending)); the data directory is not
+        touched and the member may still run. Written before etcd is stopped, it lets the next run know that a run
+        killed between the stop and the restore was restoring this member, and finish it.
+    type: bool
+    default: false
+    version_added: 0.1.0
 seealso:
   - module: kubeha.gce.etcd_snapshot
   - module: kubeha.gce.etcd_member_info
@@ -152,6 +160,7 @@ def main() -> None:
         owner=dict(type="str", default="etcd"),
         etcdctl=dict(type="str", default="etcdctl"),
         force=dict(type="bool", default=False),
+        begin=dict(type="bool", default=False),
     ))
     etcdctl = module.get_bin_path(module.params["etcdctl"], required=True, opt_dirs=["/usr/local/bin"])
 
@@ -162,7 +171,7 @@ def main() -> None:
         try:
             request = request_from_params(module.params, etcdctl)
             result = restore(client, request, command, datetime.datetime.now(datetime.timezone.utc), module.check_mode,
-                             module.params["force"])
+                             module.params["force"], module.params["begin"])
         except (OSError, KeyError) as exc:
             raise EtcdError("restore into %s: %s" % (module.params["data_dir"], exc)) from None
         if not module._diff:

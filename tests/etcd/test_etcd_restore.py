@@ -127,3 +127,14 @@ def test_a_restore_stopped_halfway_is_finished_and_force_restores_again(three, t
     forced = restore(three, "a", path, force=True)
     assert forced["changed"] is True and forced["previous_data_dir"] != previous
     assert os.path.isdir(forced["previous_data_dir"] + "/member")
+    # Killed after it recorded that a restore begins and stopped etcd, before the restore itself: the record says
+    # pending, the data is untouched, and the next run restores into the place the record names.
+    time.sleep(1.1)
+    begun = restore(three, "a", path, force=True, begin=True)
+    assert begun["changed"] is True and json.load(open(record_file, encoding="utf-8"))["state"] == "pending"
+    inode = os.stat(data_dir).st_ino
+    assert restore(three, "a", path, begin=True)["changed"] is False and os.stat(data_dir).st_ino == inode
+    resumed = restore(three, "a", path)
+    assert resumed["changed"] is True and os.stat(data_dir).st_ino != inode
+    assert resumed["previous_data_dir"] == begun["previous_data_dir"] and os.path.isdir(resumed["previous_data_dir"] + "/member")
+    assert json.load(open(record_file, encoding="utf-8"))["state"] == "done"

@@ -105,13 +105,14 @@ def _write_record(data_dir: str, record: t.Mapping[str, t.Any]) -> None:
 
 
 def restore(client: EtcdClient, request: Request, run: Runner, now: datetime.datetime,
-            check_mode: bool = False, force: bool = False) -> dict[str, t.Any]:
+            check_mode: bool = False, force: bool = False, begin: bool = False) -> dict[str, t.Any]:
     """Restore the member's data directory from the snapshot, unless it was made from it already (``force``: a
     later quorum loss, whatever an earlier restore recorded).
 
     The record says ``pending`` from before the first rename to after the last: a run killed in between is finished
     by the next one with the same snapshot, which neither moves the data before the restore twice nor keeps a
-    half-made directory.
+    half-made directory. With ``begin``, only that record is written (the member may still run): a caller writes it
+    before it stops etcd, so that a run killed between the stop and the restore is known to be restoring.
     """
     digest = file_sha256(request.snapshot) if os.path.isfile(request.snapshot) else None
     record = read_record(request.data_dir)
@@ -136,6 +137,15 @@ def restore(client: EtcdClient, request: Request, run: Runner, now: datetime.dat
                 "cluster_token": token, "restored_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "previous_data_dir": previous, "state": "done", **status}
     diff = {"before": before, "after": {"data_dir": request.data_dir, "restored_from": restored}}
+    if begin:
+        if resumed and record is not None:
+            return {"changed": False, "restored": dict(record), "previous_data_dir": previous,
+                    "diff": {"before": before, "after": before}}
+        pending = dict(restored, state="pending")
+        if not check_mode:
+            _write_record(request.data_dir, pending)
+        return {"changed": True, "restored": pending, "previous_data_dir": previous,
+                "diff": {"before": before, "after": {"data_dir": request.data_dir, "restored_from": pending}}}
     if check_mode:
         return {"changed": True, "restored": restored, "previous_data_dir": previous, "diff": diff}
     check_stopped(client)
