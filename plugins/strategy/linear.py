@@ -1,0 +1,74 @@
+# Copyright (c) kubeha.gce contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The linear strategy, where a delegated-to host that does not answer fails the task instead of the play's host."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: linear
+short_description: Linear, where a delegated-to host that does not answer fails the task
+version_added: 0.1.0
+description:
+  - The collection's playbooks run on the controller (C(hosts: localhost)) and reach the replicas by delegation. With
+    Ansible's own strategies a delegated-to host that stops answering (its zone gone, its VM stopped) marks the
+    play's host UNREACHABLE, which ends the play at once, without the C(rescue) and C(always) sections of the block
+    that was running; those sections are where a run takes back a half-made change (an etcd learner it added) and
+    releases the cluster's lock.
+  - This strategy is C(ansible.builtin.linear), except that such a result is a failure of the task, naming the host
+    that did not answer, so that C(rescue) and C(always) run as for any other failure. A task with
+    C(ignore_unreachable) set keeps its meaning, and a host that is unreachable itself (not by delegation) is
+    UNREACHABLE as before.
+  - Set it on a play that uses the collection's roles, as the collection's playbooks do (C(strategy: kubeha.gce.linear)).
+author:
+  - kubeha.gce contributors
+"""
+
+import collections
+import typing as t
+
+from ansible.plugins.strategy.linear import StrategyModule as _LinearStrategy
+
+
+def _data(result: t.Any) -> t.Any:
+    """A task result's dictionary (``_return_data`` since ansible-core 2.19, ``_result`` before)."""
+    data = getattr(result, "_return_data", None)
+    return getattr(result, "_result", None) if data is None else data
+
+
+def fail_delegated_unreachable(result: t.Any) -> None:
+    """Turn the result of a task whose delegated-to host did not answer into a failure of the task, in place."""
+    data = _data(result)
+    if not isinstance(data, dict) or not data.get("unreachable"):
+        return
+    task = getattr(result, "task", None) or getattr(result, "_task")
+    host = getattr(result, "host", None) or getattr(result, "_host")
+    if not task.delegate_to or task.delegate_to == host.name or task.ignore_unreachable:
+        return
+    items = [item for item in data.get("results") or [] if isinstance(item, dict) and item.get("unreachable")]
+    # A loop's items may each go to another host, which only their results' SSH errors name.
+    name = task.delegate_to if not items and "{" not in str(task.delegate_to) else "a delegated-to host"
+    for item in items:
+        del item["unreachable"]
+        item["failed"] = True
+        item["msg"] = "%s did not answer: %s" % (name, item.get("msg") or "no reason given")
+    data.pop("unreachable")
+    data["failed"] = True
+    data["msg"] = items[0]["msg"] if items else "%s did not answer: %s" % (name, data.get("msg") or "no reason given")
+
+
+class _Results(collections.deque):
+    """The strategy's queue of task results, which fails a delegated task as a result is queued."""
+
+    def append(self, result: t.Any) -> None:
+        fail_delegated_unreachable(result)
+        super().append(result)
+
+
+class StrategyModule(_LinearStrategy):
+    """ansible.builtin.linear, with the results queue above."""
+
+    def __init__(self, tqm: t.Any) -> None:
+        super().__init__(tqm)
+        # Nothing is queued before the first task; the thread that queues results reads the attribute each time.
+        self._results = _Results(self._results)
