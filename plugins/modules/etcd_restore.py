@@ -19,8 +19,10 @@ description:
   - The restore is written beside O(data_dir) and swapped in by renames; the data directory it replaces is kept as
     C(DATA_DIR.before-restore-YYYYmmddTHHMMSSZ). The restored directory is owned by O(owner), mode 0700.
   - A record C(DATA_DIR.restored.json) says which snapshot (sha256), member and peer URL the data directory was made
-    from (C(pending) while the renames are under way); a run with the same ones again changes nothing unless
-    O(force=true), and one after a run that was stopped halfway finishes it without moving the data twice.
+    from, and how far the restore went: C(pending) while the renames are under way, C(restored) once they are done,
+    C(done) once the caller started the member on the data and said so (O(started=true)). A run with the same ones
+    again changes nothing unless O(force=true), and one after a run that was stopped halfway finishes it without
+    moving the data twice.
   - Runs on a replica (delegate to it); uses only the Python standard library besides etcd's tools. The restore
     playbook of the collection drives it (see docs/lifecycle.md).
 author:
@@ -85,6 +87,14 @@ options:
     type: bool
     default: false
     version_added: 0.1.0
+  started:
+    description:
+      - Only record that the member was started on the data restored from O(snapshot) (the record goes from
+        C(restored) to C(done)). Until then, a run that finds the member's etcd down knows that a restore stopped it,
+        and finishes it. Fails when the data directory was not restored from O(snapshot).
+    type: bool
+    default: false
+    version_added: 0.1.0
 seealso:
   - module: kubeha.gce.etcd_snapshot
   - module: kubeha.gce.etcd_member_info
@@ -135,7 +145,9 @@ restored:
       description: When (UTC).
       type: str
     state:
-      description: V(done); the record says V(pending) while a restore is under way.
+      description: >-
+        V(restored) once the data directory is swapped, V(done) once the member was started on it (O(started));
+        the record says V(pending) while the swap is under way.
       type: str
 previous_data_dir:
   description: Where the data directory before the restore was kept; null when there was none.
@@ -161,7 +173,10 @@ def main() -> None:
         etcdctl=dict(type="str", default="etcdctl"),
         force=dict(type="bool", default=False),
         begin=dict(type="bool", default=False),
+        started=dict(type="bool", default=False),
     ))
+    if module.params["begin"] and module.params["started"]:
+        module.fail_json(msg="begin and started are steps of their own: give one of them")
     etcdctl = module.get_bin_path(module.params["etcdctl"], required=True, opt_dirs=["/usr/local/bin"])
 
     def command(argv, environ):
@@ -171,7 +186,7 @@ def main() -> None:
         try:
             request = request_from_params(module.params, etcdctl)
             result = restore(client, request, command, datetime.datetime.now(datetime.timezone.utc), module.check_mode,
-                             module.params["force"], module.params["begin"])
+                             module.params["force"], module.params["begin"], module.params["started"])
         except (OSError, KeyError) as exc:
             raise EtcdError("restore into %s: %s" % (module.params["data_dir"], exc)) from None
         if not module._diff:

@@ -99,8 +99,15 @@ def test_a_restore_stopped_halfway_is_finished_and_force_restores_again(three, t
     data_dir = three.members["a"].data_dir
     record_file = data_dir + ".restored.json"
     first = restore(three, "a", path)
-    assert first["changed"] is True and first["restored"]["state"] == "done"
+    assert first["changed"] is True and first["restored"]["state"] == "restored"
     previous = first["previous_data_dir"]
+    # Swapped, not yet started: the record says so until the caller says the member runs on the data, once.
+    assert restore(three, "a", path)["changed"] is False
+    assert restore(three, "a", path, started=True, check_mode=True)["changed"] is True
+    assert json.load(open(record_file, encoding="utf-8"))["state"] == "restored"
+    assert restore(three, "a", path, started=True)["restored"]["state"] == "done"
+    assert restore(three, "a", path, started=True)["changed"] is False
+    assert json.load(open(record_file, encoding="utf-8"))["state"] == "done"
 
     def pending():
         record = json.load(open(record_file, encoding="utf-8"))
@@ -119,7 +126,7 @@ def test_a_restore_stopped_halfway_is_finished_and_force_restores_again(three, t
     shutil.rmtree(data_dir)
     again = restore(three, "a", path)
     assert again["changed"] is True and os.path.isdir(data_dir + "/member") and again["previous_data_dir"] == previous
-    assert json.load(open(record_file, encoding="utf-8"))["state"] == "done"
+    assert json.load(open(record_file, encoding="utf-8"))["state"] == "restored"
     assert [n for n in os.listdir(os.path.dirname(data_dir)) if ".before-restore-" in n] == [os.path.basename(previous)]
     assert restore(three, "a", path)["changed"] is False
     # A later quorum loss, restored from the same file: force restores it again, keeping what it replaces.
@@ -137,4 +144,11 @@ def test_a_restore_stopped_halfway_is_finished_and_force_restores_again(three, t
     resumed = restore(three, "a", path)
     assert resumed["changed"] is True and os.stat(data_dir).st_ino != inode
     assert resumed["previous_data_dir"] == begun["previous_data_dir"] and os.path.isdir(resumed["previous_data_dir"] + "/member")
-    assert json.load(open(record_file, encoding="utf-8"))["state"] == "done"
+    assert json.load(open(record_file, encoding="utf-8"))["state"] == "restored"
+    # A start recorded for another snapshot than the one restored is refused, naming the record.
+    other = str(tmp_path / "other.db")
+    shutil.copy(path, other)
+    with open(other, "ab") as handle:
+        handle.write(b"\0")
+    refused = restore(three, "a", other, started=True)
+    assert refused.get("failed") and "so its start cannot be recorded" in refused["msg"], refused

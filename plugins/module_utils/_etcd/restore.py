@@ -105,14 +105,17 @@ def _write_record(data_dir: str, record: t.Mapping[str, t.Any]) -> None:
 
 
 def restore(client: EtcdClient, request: Request, run: Runner, now: datetime.datetime,
-            check_mode: bool = False, force: bool = False, begin: bool = False) -> dict[str, t.Any]:
+            check_mode: bool = False, force: bool = False, begin: bool = False,
+            started: bool = False) -> dict[str, t.Any]:
     """Restore the member's data directory from the snapshot, unless it was made from it already (``force``: a
     later quorum loss, whatever an earlier restore recorded).
 
     The record says ``pending`` from before the first rename to after the last: a run killed in between is finished
     by the next one with the same snapshot, which neither moves the data before the restore twice nor keeps a
     half-made directory. With ``begin``, only that record is written (the member may still run): a caller writes it
-    before it stops etcd, so that a run killed between the stop and the restore is known to be restoring.
+    before it stops etcd, so that a run killed between the stop and the restore is known to be restoring. The swap
+    ends with the record saying ``restored``, until the caller, once it started the member on the data, says so
+    with ``started`` (``done``): a run killed in between is known to have stopped the member for this restore.
     """
     digest = file_sha256(request.snapshot) if os.path.isfile(request.snapshot) else None
     record = read_record(request.data_dir)
@@ -120,9 +123,23 @@ def restore(client: EtcdClient, request: Request, run: Runner, now: datetime.dat
             and record.get("peer_url") == request.peer_url)
     member = os.path.isdir(os.path.join(request.data_dir, "member"))
     before = {"data_dir": request.data_dir, "restored_from": record}
-    if same and not force and record.get("state", "done") == "done" and member:
+    if same and not force and record.get("state", "done") in ("restored", "done") and member:
+        if started and record.get("state") == "restored":
+            done = dict(record, state="done")
+            if not check_mode:
+                _write_record(request.data_dir, done)
+            return {"changed": True, "restored": done, "previous_data_dir": record.get("previous_data_dir"),
+                    "diff": {"before": before, "after": {"data_dir": request.data_dir, "restored_from": done}}}
         return {"changed": False, "restored": dict(record), "previous_data_dir": record.get("previous_data_dir"),
                 "diff": {"before": before, "after": before}}
+    if started and check_mode:
+        # After a restore that check mode only predicted.
+        return {"changed": True, "restored": dict(record or {}, state="done"), "previous_data_dir": None,
+                "diff": {"before": before, "after": {"data_dir": request.data_dir, "restored_from": "(the restore)"}}}
+    if started:
+        raise EtcdError("%s was not restored from %s as member %s at %s, so its start cannot be recorded; the record "
+                        "%s says %s" % (request.data_dir, request.snapshot, request.name, request.peer_url,
+                                        record_path(request.data_dir), json.dumps(record) if record else "nothing"))
     # A restore of this snapshot that was stopped halfway: its record says where the data before it went.
     resumed = same and record.get("state") == "pending"
     status = snapshot_status(request, run)
@@ -135,7 +152,7 @@ def restore(client: EtcdClient, request: Request, run: Runner, now: datetime.dat
         previous = "%s.before-restore-%s" % (request.data_dir, stamp) if os.path.exists(request.data_dir) else None
     restored = {"snapshot": request.snapshot, "sha256": digest, "name": request.name, "peer_url": request.peer_url,
                 "cluster_token": token, "restored_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "previous_data_dir": previous, "state": "done", **status}
+                "previous_data_dir": previous, "state": "restored", **status}
     diff = {"before": before, "after": {"data_dir": request.data_dir, "restored_from": restored}}
     if begin:
         if resumed and record is not None:
