@@ -10,16 +10,20 @@ name: linear
 short_description: Linear, where a delegated-to host that does not answer fails the task
 version_added: 0.1.0
 description:
-  - The collection's playbooks run on the controller (C(hosts: localhost)) and reach the replicas by delegation. With
-    Ansible's own strategies a delegated-to host that stops answering (its zone gone, its VM stopped) marks the
+  - >-
+    The collection's playbooks run on the controller (C(hosts: localhost)) and reach the replicas by delegation.
+    With Ansible's own strategies a delegated-to host that stops answering (its zone gone, its VM stopped) marks the
     play's host UNREACHABLE, which ends the play at once, without the C(rescue) and C(always) sections of the block
     that was running; those sections are where a run takes back a half-made change (an etcd learner it added) and
     releases the cluster's lock.
-  - This strategy is C(ansible.builtin.linear), except that such a result is a failure of the task, naming the host
+  - >-
+    This strategy is C(ansible.builtin.linear), except that such a result is a failure of the task, naming the host
     that did not answer, so that C(rescue) and C(always) run as for any other failure. A task with
     C(ignore_unreachable) set keeps its meaning, and a host that is unreachable itself (not by delegation) is
     UNREACHABLE as before.
-  - Set it on a play that uses the collection's roles, as the collection's playbooks do (C(strategy: kubeha.gce.linear)).
+  - >-
+    Set it on a play that uses the collection's roles, as the collection's playbooks do
+    (C(strategy: kubeha.gce.linear)).
 author:
   - kubeha.gce contributors
 """
@@ -60,9 +64,9 @@ def fail_delegated_unreachable(result: t.Any) -> None:
 class _Results(collections.deque):
     """The strategy's queue of task results, which fails a delegated task as a result is queued."""
 
-    def append(self, result: t.Any) -> None:
-        fail_delegated_unreachable(result)
-        super().append(result)
+    def append(self, x: t.Any) -> None:
+        fail_delegated_unreachable(x)
+        super().append(x)
 
 
 class StrategyModule(_LinearStrategy):
