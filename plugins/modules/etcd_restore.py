@@ -19,8 +19,8 @@ description:
   - The restore is written beside O(data_dir) and swapped in by renames; the data directory it replaces is kept as
     C(DATA_DIR.before-restore-YYYYmmddTHHMMSSZ). The restored directory is owned by O(owner), mode 0700.
   - A record C(DATA_DIR.restored.json) says which snapshot (sha256), member and peer URL the data directory was made
-    from, and how far the restore went: C(pending) while the renames are under way, C(restored) once they are done,
-    C(done) once the caller started the member on the data and said so (O(started=true)). A run with the same ones
+    from, and how far the restore went (C(pending) while the renames are under way, C(restored) once they are done,
+    C(done) once the caller started the member on the data and said so with O(started=true)). A run with the same ones
     again changes nothing unless O(force=true), and one after a run that was stopped halfway finishes it without
     moving the data twice.
   - Runs on a replica (delegate to it); uses only the Python standard library besides etcd's tools. The restore

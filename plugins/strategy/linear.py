@@ -32,6 +32,8 @@ import collections
 import typing as t
 
 from ansible.plugins.strategy.linear import StrategyModule as _LinearStrategy
+from ansible.utils.display import Display
+from ansible.utils.unsafe_proxy import wrap_var
 
 
 def _data(result: t.Any) -> t.Any:
@@ -52,20 +54,35 @@ def fail_delegated_unreachable(result: t.Any) -> None:
     items = [item for item in data.get("results") or [] if isinstance(item, dict) and item.get("unreachable")]
     # A loop's items may each go to another host, which only their results' SSH errors name.
     name = task.delegate_to if not items and "{" not in str(task.delegate_to) else "a delegated-to host"
+    # As the task executor does for a loop's failed items: the task's ignore_errors is what each item's evaluated to
+    # (the task's own may still be a template), the items that failed already having had their say.
+    ignore_errors = bool(task.ignore_errors) if data.get("failed") or not items else True
     for item in items:
         del item["unreachable"]
         item["failed"] = True
-        item["msg"] = "%s did not answer: %s" % (name, item.get("msg") or "no reason given")
+        # A failed_when that the other items answered is not asked for this one: it failed.
+        item["failed_when_result"] = True
+        ignore_errors = ignore_errors and bool(item.pop("_ansible_ignore_errors", False))
+        item["msg"] = wrap_var("%s did not answer: %s" % (name, item.get("msg") or "no reason given"))
+    if items:
+        task.ignore_errors = ignore_errors
     data.pop("unreachable")
     data["failed"] = True
-    data["msg"] = items[0]["msg"] if items else "%s did not answer: %s" % (name, data.get("msg") or "no reason given")
+    data["failed_when_result"] = True
+    data["msg"] = items[0]["msg"] if items else wrap_var("%s did not answer: %s" % (name, data.get("msg") or "no reason given"))
 
 
 class _Results(collections.deque):
     """The strategy's queue of task results, which fails a delegated task as a result is queued."""
 
     def append(self, x: t.Any) -> None:
-        fail_delegated_unreachable(x)
+        try:
+            fail_delegated_unreachable(x)
+        except Exception as exc:  # pylint: disable=broad-exception-caught
+            # The thread that queues results must not die of it (ansible-playbook would wait for ever): the
+            # result is then treated as Ansible's own strategy does.
+            Display().warning("kubeha.gce.linear could not read a task result (%s: %s); it is handled as by "
+                              "ansible.builtin.linear" % (type(exc).__name__, exc))
         super().append(x)
 
 

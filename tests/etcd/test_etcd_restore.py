@@ -103,6 +103,8 @@ def test_a_restore_stopped_halfway_is_finished_and_force_restores_again(three, t
     previous = first["previous_data_dir"]
     # Swapped, not yet started: the record says so until the caller says the member runs on the data, once.
     assert restore(three, "a", path)["changed"] is False
+    # Not even with force, which is for a later quorum loss: this is the same restore's tail.
+    assert restore(three, "a", path, force=True)["changed"] is False
     assert restore(three, "a", path, started=True, check_mode=True)["changed"] is True
     assert json.load(open(record_file, encoding="utf-8"))["state"] == "restored"
     assert restore(three, "a", path, started=True)["restored"]["state"] == "done"
@@ -129,13 +131,16 @@ def test_a_restore_stopped_halfway_is_finished_and_force_restores_again(three, t
     assert json.load(open(record_file, encoding="utf-8"))["state"] == "restored"
     assert [n for n in os.listdir(os.path.dirname(data_dir)) if ".before-restore-" in n] == [os.path.basename(previous)]
     assert restore(three, "a", path)["changed"] is False
-    # A later quorum loss, restored from the same file: force restores it again, keeping what it replaces.
+    # A later quorum loss, once etcd ran on the restored data, restored from the same file: force restores it
+    # again, keeping what it replaces.
+    assert restore(three, "a", path, started=True)["changed"] is True
     time.sleep(1.1)
     forced = restore(three, "a", path, force=True)
     assert forced["changed"] is True and forced["previous_data_dir"] != previous
     assert os.path.isdir(forced["previous_data_dir"] + "/member")
     # Killed after it recorded that a restore begins and stopped etcd, before the restore itself: the record says
     # pending, the data is untouched, and the next run restores into the place the record names.
+    assert restore(three, "a", path, started=True)["changed"] is True
     time.sleep(1.1)
     begun = restore(three, "a", path, force=True, begin=True)
     assert begun["changed"] is True and json.load(open(record_file, encoding="utf-8"))["state"] == "pending"

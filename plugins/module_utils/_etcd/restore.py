@@ -104,6 +104,30 @@ def _write_record(data_dir: str, record: t.Mapping[str, t.Any]) -> None:
     os.rename(partial, record_path(data_dir))
 
 
+def _record_started(request: Request, record: dict[str, t.Any] | None, check_mode: bool,
+                    before: dict[str, t.Any]) -> dict[str, t.Any]:
+    """Say in the record that the member was started on the data restored from the snapshot (``restored`` to
+    ``done``). The snapshot is the one at the path the record names (the file may be gone since)."""
+    made = (record is not None and record.get("snapshot") == request.snapshot and record.get("name") == request.name
+            and record.get("peer_url") == request.peer_url and record.get("state", "done") in ("restored", "done"))
+    if made and record is not None and record.get("state", "done") == "done":
+        return {"changed": False, "restored": dict(record), "previous_data_dir": record.get("previous_data_dir"),
+                "diff": {"before": before, "after": before}}
+    if made and record is not None:
+        done = dict(record, state="done")
+        if not check_mode:
+            _write_record(request.data_dir, done)
+        return {"changed": True, "restored": done, "previous_data_dir": record.get("previous_data_dir"),
+                "diff": {"before": before, "after": {"data_dir": request.data_dir, "restored_from": done}}}
+    if check_mode:
+        # After a restore that check mode only predicted.
+        return {"changed": True, "restored": dict(record or {}, state="done"), "previous_data_dir": None,
+                "diff": {"before": before, "after": {"data_dir": request.data_dir, "restored_from": "(the restore)"}}}
+    raise EtcdError("%s was not restored from %s as member %s at %s, so its start cannot be recorded; the record %s "
+                    "says %s" % (request.data_dir, request.snapshot, request.name, request.peer_url,
+                                 record_path(request.data_dir), json.dumps(record) if record else "nothing"))
+
+
 def restore(client: EtcdClient, request: Request, run: Runner, now: datetime.datetime,
             check_mode: bool = False, force: bool = False, begin: bool = False,
             started: bool = False) -> dict[str, t.Any]:
@@ -123,23 +147,14 @@ def restore(client: EtcdClient, request: Request, run: Runner, now: datetime.dat
             and record.get("peer_url") == request.peer_url)
     member = os.path.isdir(os.path.join(request.data_dir, "member"))
     before = {"data_dir": request.data_dir, "restored_from": record}
-    if same and not force and record.get("state", "done") in ("restored", "done") and member:
-        if started and record.get("state") == "restored":
-            done = dict(record, state="done")
-            if not check_mode:
-                _write_record(request.data_dir, done)
-            return {"changed": True, "restored": done, "previous_data_dir": record.get("previous_data_dir"),
-                    "diff": {"before": before, "after": {"data_dir": request.data_dir, "restored_from": done}}}
+    state = record.get("state", "done") if record is not None else None
+    if started:
+        return _record_started(request, record, check_mode, before)
+    # Swapped by a run stopped before etcd was started on it: that restore's own tail, not one to make again, even
+    # with force (a later quorum loss finds the record done).
+    if same and member and (state == "restored" or (state == "done" and not force)):
         return {"changed": False, "restored": dict(record), "previous_data_dir": record.get("previous_data_dir"),
                 "diff": {"before": before, "after": before}}
-    if started and check_mode:
-        # After a restore that check mode only predicted.
-        return {"changed": True, "restored": dict(record or {}, state="done"), "previous_data_dir": None,
-                "diff": {"before": before, "after": {"data_dir": request.data_dir, "restored_from": "(the restore)"}}}
-    if started:
-        raise EtcdError("%s was not restored from %s as member %s at %s, so its start cannot be recorded; the record "
-                        "%s says %s" % (request.data_dir, request.snapshot, request.name, request.peer_url,
-                                        record_path(request.data_dir), json.dumps(record) if record else "nothing"))
     # A restore of this snapshot that was stopped halfway: its record says where the data before it went.
     resumed = same and record.get("state") == "pending"
     status = snapshot_status(request, run)

@@ -18,6 +18,8 @@ PLAYBOOK = """
   hosts: localhost
   strategy: kubeha.gce.linear
   gather_facts: false
+  vars:
+    never: false
   tasks:
     - name: A block whose delegated task fails
       block:
@@ -47,6 +49,29 @@ PLAYBOOK = """
           ansible.builtin.debug:
             msg: "LOOP-RESCUED {{ ansible_failed_result.results | map(attribute='failed', default=false) | list }}
                   {{ ansible_failed_result.msg }}"
+
+    - name: A loop whose ignore_errors is a template that says no, and whose failed_when the live host passes
+      block:
+        - name: Run on each
+          ansible.builtin.command: "true"
+          delegate_to: "{{ item }}"
+          loop: [localhost, dead]
+          ignore_errors: "{{ never }}"
+          register: checked
+          failed_when: checked.rc | default(0) != 0
+        - name: Not reached either
+          ansible.builtin.debug:
+            msg: NOT-REACHED
+      rescue:
+        - name: Rescue the checked loop
+          ansible.builtin.debug:
+            msg: CHECKED-RESCUED
+
+    - name: A loop whose ignore_errors is a template that says yes
+      ansible.builtin.command: "true"
+      delegate_to: "{{ item }}"
+      loop: [dead]
+      ignore_errors: "{{ not never }}"
 
     - name: Ignored as the task says
       ansible.builtin.command: "true"
@@ -89,11 +114,13 @@ def test_a_delegated_host_that_does_not_answer_fails_the_task(tmp_path):
     assert "ALWAYS-RAN" in out and "NOT-REACHED" not in out, out
     # In a loop, the item whose host did not answer is the one that failed.
     assert "LOOP-RESCUED [False, True] a delegated-to host did not answer: " in out, out
+    # ignore_errors as each item evaluated it, and failed_when, which an item that did not answer does not pass.
+    assert '"msg": "CHECKED-RESCUED"' in out and "...ignoring" in out.split('"msg": "CHECKED-RESCUED"')[1], out
     # ignore_unreachable keeps its meaning: the run goes on, the result says unreachable.
     assert "IGNORED True" in out, out
     recap = {line.split()[0]: dict(field.split("=") for field in line.split(":", 1)[1].split())
              for line in out.split("PLAY RECAP")[1].strip().splitlines() if ":" in line}
-    assert recap["localhost"]["unreachable"] == "0" and recap["localhost"]["rescued"] == "2", json.dumps(recap)
+    assert recap["localhost"]["unreachable"] == "0" and recap["localhost"]["ignored"] == "2" and recap["localhost"]["rescued"] == "3", json.dumps(recap)
     # A host that is unreachable itself stays unreachable.
     assert recap["dead"]["unreachable"] == "1", json.dumps(recap)
     assert played.returncode == 4, played.returncode
