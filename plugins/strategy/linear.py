@@ -36,24 +36,56 @@ from ansible.utils.display import Display
 from ansible.utils.unsafe_proxy import wrap_var
 
 
-def _data(result: t.Any) -> t.Any:
-    """A task result's dictionary (``_return_data`` since ansible-core 2.19, ``_result`` before)."""
-    data = getattr(result, "_return_data", None)
-    return getattr(result, "_result", None) if data is None else data
+def _did_not_answer(name: str, msg: t.Any) -> t.Any:
+    """The message of a task that failed because ``name`` did not answer, never a template."""
+    return wrap_var("%s did not answer: %s" % (name, msg or "no reason given"))
+
+
+def _host_name(task: t.Any, loop: bool) -> str:
+    """The delegated-to host's name as the task gave it, once templated: not a loop's, whose items may each go to
+    another host (and whose delegate_to is not templated before ansible-core 2.19); their SSH errors name it."""
+    return task.delegate_to if not loop and "{" not in str(task.delegate_to) else "a delegated-to host"
+
+
+def _fail_unified(utr: t.Any, task: t.Any) -> None:
+    """The same as below, on ansible-core 2.21's unified task result, whose ignore_errors and failed_when are per
+    item. (The variable that the task registers keeps the result as the worker made it.)"""
+    if utr.ignore_unreachable:
+        return
+    items = [item for item in utr.loop_results or [] if item.unreachable]
+    name = _host_name(task, bool(utr.loop_results))
+    for item in items:
+        item.unreachable = False
+        item.failed = True
+        item.failed_when_result = True
+        item.msg = _did_not_answer(name, item.msg)
+    utr.unreachable = False
+    utr.failed = True
+    utr.failed_when_result = True
+    utr.msg = items[0].msg if items else _did_not_answer(name, utr.msg)
 
 
 def fail_delegated_unreachable(result: t.Any) -> None:
     """Turn the result of a task whose delegated-to host did not answer into a failure of the task, in place."""
-    data = _data(result)
-    if not isinstance(data, dict) or not data.get("unreachable"):
-        return
     task = getattr(result, "task", None) or getattr(result, "_task")
     host = getattr(result, "host", None) or getattr(result, "_host")
-    if not task.delegate_to or task.delegate_to == host.name or task.ignore_unreachable:
+    utr = getattr(result, "utr", None)
+    # _return_data since ansible-core 2.19, _result before, utr since 2.21.
+    data = getattr(result, "_return_data", None)
+    data = getattr(result, "_result", None) if data is None else data
+    if utr is None and not isinstance(data, dict):
+        raise TypeError("a task result of a kind it does not know (%s)" % type(result).__name__)
+    if not (utr.unreachable if utr is not None else data.get("unreachable")):
+        return
+    if not task.delegate_to or task.delegate_to == host.name:
+        return
+    if utr is not None:
+        _fail_unified(utr, task)
+        return
+    if task.ignore_unreachable:
         return
     items = [item for item in data.get("results") or [] if isinstance(item, dict) and item.get("unreachable")]
-    # A loop's items may each go to another host, which only their results' SSH errors name.
-    name = task.delegate_to if not items and "{" not in str(task.delegate_to) else "a delegated-to host"
+    name = _host_name(task, bool(items))
     # As the task executor does for a loop's failed items: the task's ignore_errors is what each item's evaluated to
     # (the task's own may still be a template), the items that failed already having had their say.
     ignore_errors = bool(task.ignore_errors) if data.get("failed") or not items else True
@@ -63,13 +95,13 @@ def fail_delegated_unreachable(result: t.Any) -> None:
         # A failed_when that the other items answered is not asked for this one: it failed.
         item["failed_when_result"] = True
         ignore_errors = ignore_errors and bool(item.pop("_ansible_ignore_errors", False))
-        item["msg"] = wrap_var("%s did not answer: %s" % (name, item.get("msg") or "no reason given"))
+        item["msg"] = _did_not_answer(name, item.get("msg"))
     if items:
         task.ignore_errors = ignore_errors
     data.pop("unreachable")
     data["failed"] = True
     data["failed_when_result"] = True
-    data["msg"] = items[0]["msg"] if items else wrap_var("%s did not answer: %s" % (name, data.get("msg") or "no reason given"))
+    data["msg"] = items[0]["msg"] if items else _did_not_answer(name, data.get("msg"))
 
 
 class _Results(collections.deque):
