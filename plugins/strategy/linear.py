@@ -25,7 +25,7 @@ description:
     Set it on a play that uses the collection's roles, as the collection's playbooks do
     (C(strategy: kubeha.gce.linear)).
 author:
-  - kubeha.gce contributors
+  - kubeha.gce maintainers (@kubeha)
 """
 
 import collections
