@@ -174,9 +174,7 @@ def main() -> None:
         force=dict(type="bool", default=False),
         begin=dict(type="bool", default=False),
         started=dict(type="bool", default=False),
-    ))
-    if module.params["begin"] and module.params["started"]:
-        module.fail_json(msg="begin and started are steps of their own: give one of them")
+    ), mutually_exclusive=[("begin", "started")])
     etcdctl = module.get_bin_path(module.params["etcdctl"], required=True, opt_dirs=["/usr/local/bin"])
 
     def command(argv, environ):
