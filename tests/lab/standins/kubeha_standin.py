@@ -4,7 +4,7 @@
 """kubeha.gce lab stand-ins for Kubernetes binaries, NOT Kubernetes: the code they share.
 
 The scripts next to this module (kube-apiserver, kube-controller-manager,
-kube-scheduler, kubectl) imitate the real binaries at the interfaces the
+kube-scheduler) imitate the real binaries at the interfaces the
 kubeha.gce collection touches, with the standard library of python3 only:
 
 - command lines parsed as pflag/cobra parse them, against the flag names of
@@ -633,71 +633,6 @@ def yaml_load(text: str) -> t.Any:
     return _Yaml(text).parse()
 
 
-def yaml_load_all(text: str) -> list[t.Any]:
-    """Every document of a ``---``-separated YAML stream (or one JSON document)."""
-    stripped = text.strip()
-    if stripped.startswith(("{", "[")):
-        return [json.loads(stripped)]
-    documents, current = [], []
-    for line in text.split("\n"):
-        if line.rstrip() == "---" or line.startswith("--- "):
-            documents.append("\n".join(current))
-            current = [line[4:]] if line.startswith("--- ") else []
-        elif line.rstrip() == "...":
-            continue
-        else:
-            current.append(line)
-    documents.append("\n".join(current))
-    return [doc for doc in (_Yaml(d).parse() for d in documents) if doc is not None]
-
-
-def _yaml_scalar(value: t.Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return json.dumps(value)
-    text = str(value)
-    if (not text or text != text.strip() or _plain(text) is not None and not isinstance(_plain(text), str)
-            or text[0] in "-?:,[]{}#&*!|>'\"%@`" or ": " in text or " #" in text or text.endswith(":")
-            or "\n" in text or not text.isprintable() or re.match(r"\d{4}-\d\d-\d\d", text)):
-        return json.dumps(text)
-    return text
-
-
-def yaml_dump(value: t.Any, indent: int = 0) -> str:
-    """YAML text of JSON-like data, keys sorted as kubectl prints them."""
-    pad = " " * indent
-    if isinstance(value, dict):
-        if not value:
-            return pad + "{}\n"
-        out = []
-        for key in sorted(value):
-            item = value[key]
-            if isinstance(item, dict) and item:
-                out.append("%s%s:\n%s" % (pad, _yaml_scalar(key), yaml_dump(item, indent + 2)))
-            elif isinstance(item, list) and item:
-                out.append("%s%s:\n%s" % (pad, _yaml_scalar(key), yaml_dump(item, indent)))
-            else:
-                empty = "{}" if isinstance(item, dict) else "[]" if isinstance(item, list) else _yaml_scalar(item)
-                out.append("%s%s: %s\n" % (pad, _yaml_scalar(key), empty))
-        return "".join(out)
-    if isinstance(value, list):
-        if not value:
-            return pad + "[]\n"
-        out = []
-        for item in value:
-            if isinstance(item, (dict, list)) and item:
-                text = yaml_dump(item, indent + 2)
-                out.append(pad + "- " + text[indent + 2:])
-            else:
-                empty = "{}" if isinstance(item, dict) else "[]" if isinstance(item, list) else _yaml_scalar(item)
-                out.append("%s- %s\n" % (pad, empty))
-        return "".join(out)
-    return pad + _yaml_scalar(value) + "\n"
-
-
 # -- kubeconfig and the API client -------------------------------------------------------------
 
 class ConfigError(Exception):
@@ -1081,25 +1016,6 @@ def resource_by_path(group: str, plural: str) -> list[Resource]:
     return [r for r in RESOURCES if r.group == group and r.plural == plural]
 
 
-def resource_by_kind(api_version: str, kind: str) -> Resource | None:
-    for resource in RESOURCES:
-        if resource.api_version == api_version and resource.kind == kind:
-            return resource
-    return None
-
-
-def resource_by_name(text: str) -> Resource | None:
-    """What kubectl accepts as a type: ``lease``, ``leases``, ``leases.coordination.k8s.io``, ``cm``."""
-    name, group = (text.lower().split(".", 1) + [""])[:2]
-    for resource in RESOURCES:  # the core group comes first, as kubectl prefers it
-        if name not in (resource.plural, resource.kind.lower()) and name not in resource.short:
-            continue
-        if group and group not in (resource.group, ("%s.%s" % (resource.version, resource.group)).strip(".")):
-            continue
-        return resource
-    return None
-
-
 _SELECTOR_KEY = r"[A-Za-z0-9](?:[-A-Za-z0-9_./]*[A-Za-z0-9])?"
 _SELECTOR_TERMS = [
     ("exists", re.compile(r"^(%s)$" % _SELECTOR_KEY)),
@@ -1171,13 +1087,6 @@ def rfc3339(moment: datetime.datetime) -> str:
 def micro_time(moment: datetime.datetime) -> str:
     """metav1.MicroTime: microseconds."""
     return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_time(text: str) -> datetime.datetime | None:
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except (ValueError, AttributeError):
-        return None
 
 
 # -- kube-controller-manager and kube-scheduler ------------------------------------------------
