@@ -138,16 +138,20 @@ def load_authorities(ca: t.Mapping[str, t.Any] | None, needed: t.Iterable[str]) 
     return {name: load_authority(name, ca.get(name) or {}) for name in sorted(set(needed))}
 
 
-def kubeconfig(user: str, server: str, ca_pem: str, cert: str, key: str) -> str:
-    """A kubeconfig (YAML) that authenticates ``user`` with a client certificate."""
+def kubeconfig(user: str, server: str, ca_pem: str, cert: str, key: str, cluster: str = "local") -> str:
+    """A kubeconfig (YAML) that authenticates ``user`` with a client certificate to the cluster entry ``cluster``.
+
+    The context is named ``user@cluster``, or ``user`` when the user's name already says which cluster.
+    """
     def b64(text: str) -> str:
         return base64.b64encode(text.encode()).decode()
 
+    context = user if user.endswith("@" + cluster) else "%s@%s" % (user, cluster)
     return "\n".join([
         "apiVersion: v1",
         "kind: Config",
         "clusters:",
-        "- name: local",
+        "- name: %s" % cluster,
         "  cluster:",
         "    server: %s" % server,
         "    certificate-authority-data: %s" % b64(ca_pem),
@@ -157,11 +161,11 @@ def kubeconfig(user: str, server: str, ca_pem: str, cert: str, key: str) -> str:
         "    client-certificate-data: %s" % b64(cert),
         "    client-key-data: %s" % b64(key),
         "contexts:",
-        "- name: %s@local" % user,
+        "- name: %s" % context,
         "  context:",
-        "    cluster: local",
+        "    cluster: %s" % cluster,
         "    user: %s" % user,
-        "current-context: %s@local" % user,
+        "current-context: %s" % context,
         "",
     ])
 

@@ -377,6 +377,17 @@ class Lifecycle:
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout.strip().splitlines()[-1])
 
+    @property
+    def kubeconfig(self):
+        """Where the steps that pass kubeconfig_dest have the administrator's kubeconfig written."""
+        return self.tmp / "k.kubeconfig"
+
+    def kubectl(self, *args):
+        """The real kubectl with that kubeconfig, from the lab's namespace (outside the VPC, as a user is)."""
+        kubectl = os.path.join(os.path.dirname(sys.executable), "kubectl")
+        return lab(self.env, "exec", "--", kubectl, "--kubeconfig", str(self.kubeconfig), "--cache-dir",
+                   str(self.tmp / "kube-cache"), "--request-timeout=20s", *args, timeout=120)
+
     def ssh_command(self, name, command):
         """``ssh`` to a replica's external IP as it is now (as the collection does). The IP can move while
         a playbook runs (the reserved address goes to the load balancer, which forwards only the API

@@ -64,6 +64,22 @@ def table(report):
     return "\n".join(lines)
 
 
+def check_kubectl(life):
+    """The real kubectl, with the kubeconfig bootstrap wrote, through the reserved address: what a user does first."""
+    version = life.kubectl("version")
+    assert version.returncode == 0 and "Server Version: v1.31.0-kubeha-lab-standin" in version.stdout, version
+    ready = life.kubectl("get", "--raw", "/readyz")
+    assert ready.returncode == 0 and ready.stdout == "ok", ready
+    leases = life.kubectl("-n", "kube-system", "get", "leases", "-o", "name")
+    assert leases.returncode == 0, leases
+    held = leases.stdout.split()
+    for lease in ("kube-controller-manager", "kube-scheduler"):
+        assert "lease.coordination.k8s.io/%s" % lease in held, held
+    # kubernetes-admin is cluster-admin through the binding the addon manager applied, not through system:masters.
+    whoami = life.kubectl("get", "clusterrolebinding", "kubeha:cluster-admins", "-o", "jsonpath={.subjects[0].name}")
+    assert whoami.stdout == "kubeha:cluster-admins", whoami
+
+
 def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=redefined-outer-name
     # -- before anything exists: bad requests are refused (each rule of the filters is unit-tested; here, that a
     # refusal of each playbook changes nothing, and the rules that live in the roles' YAML and need the lab) ----------
@@ -74,10 +90,15 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
                  "zone=europe-west1-b", env_unset=("GCP_SERVICE_ACCOUNT_FILE",))
 
     # -- bootstrap: the first replica holds the reserved address; the API answers there -----------
-    life.step("bootstrap in europe-west1-b", "bootstrap", "zone=europe-west1-b")
+    life.step("bootstrap in europe-west1-b", "bootstrap", "zone=europe-west1-b", "kubeconfig_dest=%s" % life.kubeconfig)
     assert life.instance("k-master")["nat_ip"] == life.address()
     ready = life.readyz()
     assert ready["status"] == 200 and "[+]etcd ok" in ready["body"], ready
+    # The administrator's kubeconfig works with the real kubectl through the reserved address, on the first replica.
+    assert oct(life.kubeconfig.stat().st_mode & 0o777) == "0o600"
+    assert "server: https://%s\n" % life.address() in life.kubeconfig.read_text()
+    check_kubectl(life)
+    kubeconfig = life.kubeconfig.read_text()
     life.start_writer()
     life.start_api_poller()
 
@@ -143,7 +164,8 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     # replicate converges the replicas it adds and the certificates of the others: a service stopped on the first
     # replica is named, and left as it is.
     life.ssh("sudo systemctl stop kube-controller-manager")
-    fixed = life.step("replicate again after four faults", "replicate", "zone=europe-west1-c,europe-west1-d")
+    fixed = life.step("replicate again after four faults", "replicate", "zone=europe-west1-c,europe-west1-d",
+                      "kubeconfig_dest=%s" % life.kubeconfig)
     for why in ("k-master: pki: /etc/kubernetes/pki/apiserver.crt changed",
                 "k-master-c: services: /etc/gce.conf changed, service kube-scheduler is inactive enabled"):
         assert why.replace(": ", "\": \"", 1) in fixed.stdout, (why, fixed.stdout[-4000:])
@@ -158,8 +180,12 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     assert "DNS:k-master," in sans and "k-master-c" not in sans, sans
     [rule] = life.network()["forwarding_rules"]
     assert sorted(m["name"] for m in rule["members"]) == ["k-master", "k-master-c", "k-master-d"]
+    # The same kubeconfig (the address is the same, now the load balancer's) works through the load balancer, and
+    # is kept as it is.
+    assert life.kubeconfig.read_text() == kubeconfig, "the kubeconfig was written again: its certificate is still right"
+    check_kubectl(life)
     life.step("replicate again, in check mode with diff", "replicate", "zone=europe-west1-c,europe-west1-d", "--check", "--diff",
-              expect_changed=0)
+              "kubeconfig_dest=%s" % life.kubeconfig, expect_changed=0)
 
     # -- a zone outage: the cluster is read through the zones that answer; the dead zone's replica is taken
     # out of etcd and the load balancer, and replaced in a zone that answers; its leftovers go once it is back --
