@@ -22,11 +22,19 @@ playbook() {
     "$lab" exec -- ansible-playbook "$root/playbooks/$name.yml" -e "cluster_name=$cluster" "$@"
 }
 
-playbook bootstrap -e zone=europe-west1-b
+kubeconfig="$("$lab" exec -- printenv KUBEHA_LAB_STATE)/$cluster.kubeconfig"
+kubectl() {
+    printf '\n==== kubectl %s\n' "$*"
+    "$lab" exec -- kubectl --kubeconfig "$kubeconfig" "$@"
+}
+
+playbook bootstrap -e zone=europe-west1-b -e "kubeconfig_dest=$kubeconfig"
 summary "bootstrap: one replica holds the reserved address"
+kubectl -n kube-system get leases
 
 playbook replicate -e zone=europe-west1-c,europe-west1-d
 summary "replicate: three replicas behind a load balancer on the reserved address"
+kubectl get --raw /readyz
 
 "$lab" crash europe-west1-c "$cluster-master-c"
 playbook recover -e zone=europe-west1-c
@@ -45,6 +53,8 @@ cat <<MSG
 The lab is still up, with cluster $cluster on three replicas. Look around:
   tests/lab/lab exec -- ansible-playbook playbooks/status.yml -e zone=europe-west1-b -e cluster_name=$cluster
   tests/lab/lab status                   instances, external IPs, forwarding rules
+  tests/lab/lab exec -- kubectl --kubeconfig $kubeconfig get namespaces
+                                         the real kubectl, as the cluster's administrator
   tests/lab/lab shell                    a shell with the lab's environment (ssh kubeha@IP with \$KUBEHA_LAB_SSH_KEY)
 Tear it down:
   tests/lab/lab down

@@ -179,8 +179,7 @@ def run(module: AnsibleModule) -> dict:
     if why is None and mode_wrong:
         why = "its mode is %04o, wanted 0600" % (os.stat(path).st_mode & 0o777)
     changed = why is not None
-    if changed and not module.check_mode:
-        assert wanted is not None
+    if changed and wanted is not None and not module.check_mode:
         write(path, render(wanted, cluster, super_admin))
     after = describe_state(wanted)
     spec = spec_for(super_admin)
@@ -191,10 +190,9 @@ def run(module: AnsibleModule) -> dict:
     }
     if module._diff:
         before = describe_state(current)
-        result["diff"] = {"before": before or {}, "after": after or {"server": params["server"], "subject":
-                                                                      result["subject"], "not_after": None,
-                                                                      "serial": None},
-                          "before_header": path, "after_header": path}
+        planned = {"server": params["server"], "subject": result["subject"], "not_after": None, "serial": None}
+        result["diff"] = {"before": before or {}, "after": after or planned, "before_header": path,
+                          "after_header": path}
     return result
 
 
