@@ -13,22 +13,22 @@ description:
   - Writes, on the host it runs on (the controller, in the lifecycle roles), a kubeconfig with the cluster's
     API address, its CA certificate and a client certificate for an administrator, signed by the cluster CA
     given in O(ca). The file has mode C(0600).
-  - The identity is kubeadm's C(kubernetes-admin) in the group C(kubeha:cluster-admins), which the addon that the
-    control_plane role ships binds to the ClusterRole C(cluster-admin) (so the binding can be taken away), or with
+  - The identity is kubeadm's C(kubernetes-admin) in the group C(kubeha:cluster-admins), which the lifecycle roles
+    bind to the ClusterRole C(cluster-admin) (so deleting the binding takes the right away), or with
     O(super_admin=true) C(kubernetes-super-admin) in C(system:masters), which no RBAC binding can restrict.
   - A client certificate already in O(dest) is kept while it is right (subject, issuer, key, and not within
     O(renew_before_days) of its expiry); otherwise one is issued with a new key. The server and CA are set when
     they differ. A second run with the same arguments changes nothing.
   - The file is the module's own. One that holds other clusters, users or contexts is refused rather than
     overwritten; merge several files with C(KUBECONFIG=a:b) instead.
-  - The CA key is used in memory only. Set C(no_log) on the task, as O(ca) holds it.
+  - The CA key is used in memory only; O(ca) is kept out of the output and logs by the argument spec.
 author:
   - kubeha.gce maintainers (@kubeha)
 extends_documentation_fragment:
   - kubeha.gce.attributes
 options:
   dest:
-    description: Path of the kubeconfig. Its directory must exist.
+    description: Path of the kubeconfig. Its directory must exist. A symbolic link is followed.
     type: path
     required: true
   server:
@@ -63,7 +63,9 @@ options:
     type: int
     default: 365
   renew_before_days:
-    description: Issue the certificate again when it expires within this many days.
+    description:
+      - Issue the certificate again when it expires within this many days (but not when it ends with the CA, as a
+        new one would too). Must be less than O(validity_days).
     type: int
     default: 30
 notes:
@@ -82,7 +84,6 @@ EXAMPLES = r"""
     server: https://203.0.113.10
     cluster_name: k
     ca: "{{ cluster_ca }}"
-  no_log: true
 """
 
 RETURN = r"""
@@ -130,6 +131,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.kubeha.gce.plugins.module_utils._pki.admin import (
     converge,
     describe_state,
+    fingerprint,
     names,
     read,
     render,
@@ -161,11 +163,17 @@ def write(path: str, text: str) -> None:
 
 def run(module: AnsibleModule) -> dict:
     params = module.params
-    path = params["dest"]
+    # A symbolic link is followed: the file it names is the one read and replaced.
+    path = os.path.realpath(params["dest"])
     cluster, super_admin = params["cluster_name"], params["super_admin"]
+    if params["validity_days"] <= params["renew_before_days"]:
+        raise PkiError("validity_days (%d) must be more than renew_before_days (%d), or every run would issue the "
+                       "certificate again" % (params["validity_days"], params["renew_before_days"]))
     authority = load_authority("cluster", params["ca"])
     current = None
+    mode = None
     if os.path.exists(path):
+        mode = os.stat(path).st_mode & 0o777
         try:
             with open(path, encoding="utf-8") as stream:
                 text = stream.read()
@@ -175,24 +183,24 @@ def run(module: AnsibleModule) -> dict:
     wanted, reissue, why = converge(current, authority, params["server"], super_admin, params["key_type"],
                                     params["validity_days"], params["renew_before_days"], params["rsa_key_size"],
                                     module.check_mode)
-    mode_wrong = current is not None and (os.stat(path).st_mode & 0o777) != 0o600
-    if why is None and mode_wrong:
-        why = "its mode is %04o, wanted 0600" % (os.stat(path).st_mode & 0o777)
+    if why is None and mode is not None and mode != 0o600:
+        why = "its mode is %04o, wanted 0600" % mode
     changed = why is not None
     if changed and wanted is not None and not module.check_mode:
         write(path, render(wanted, cluster, super_admin))
     after = describe_state(wanted)
     spec = spec_for(super_admin)
     result = {
-        "changed": changed, "dest": path, "server": params["server"], "context": names(cluster, super_admin)[1],
+        "changed": changed, "dest": params["dest"], "server": params["server"], "context": names(cluster, super_admin)[1],
         "subject": ",".join(["CN=%s" % spec.common_name] + ["O=%s" % o for o in spec.organizations]),
         "not_after": after and after["not_after"], "reissued": reissue is not None, "reason": why,
     }
     if module._diff:
-        before = describe_state(current)
-        planned = {"server": params["server"], "subject": result["subject"], "not_after": None, "serial": None}
-        result["diff"] = {"before": before or {}, "after": after or planned, "before_header": path,
-                          "after_header": path}
+        before = describe_state(current, mode)
+        planned = {"server": params["server"], "ca_sha256": fingerprint(authority.cert_pem), "subject":
+                   result["subject"], "not_after": None, "serial": None, "mode": "0600"}
+        result["diff"] = {"before": before or {}, "after": after or planned, "before_header": params["dest"],
+                          "after_header": params["dest"]}
     return result
 
 

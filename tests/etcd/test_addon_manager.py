@@ -22,7 +22,7 @@ import typing as t
 import jinja2
 import pytest
 
-from conftest import KUBECTL, REPO, REPORT, run_module
+from conftest import KUBECTL, REPO, REPORT
 from etcd_cluster import free_port
 # control_plane_pki and processes_fixture are the fixtures cp and procs.
 from test_standins import (  # noqa: F401  pylint: disable=unused-import
@@ -274,37 +274,3 @@ def test_a_standing_by_addon_manager_takes_over_soon_after_the_lease_moves_to_it
                   % (time.monotonic() - moved))
     assert "leading: the kube-controller-manager of %s holds the lease" % ME in procs.log(process)
 
-
-def test_the_shipped_binding_makes_the_administrator_of_the_kubeconfig_a_cluster_admin(cluster, tmp_path):
-    dest = str(tmp_path / "lab.kubeconfig")
-    written = run_module("admin_kubeconfig", {"dest": dest, "server": "https://127.0.0.1:%d" % cluster.port,
-                                              "cluster_name": "lab", "ca": cluster.cp.ca["cluster"]})
-    assert written["changed"] is True, written
-
-    def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([KUBECTL, "--kubeconfig", dest, "--cache-dir", str(tmp_path / "cache")] + list(args),
-                              capture_output=True, text=True, timeout=30, check=False)
-
-    # Authenticated, but not bound to anything yet (RBAC, as kube-apiserver runs it).
-    assert kubectl("get", "--raw", "/readyz").stdout == "ok"
-    denied = kubectl("-n", "kube-system", "get", "leases")
-    assert denied.returncode == 1 and denied.stderr.endswith(
-        'Error from server (Forbidden): leases.coordination.k8s.io is forbidden: User "kubernetes-admin" cannot list '
-        'resource "leases" in API group "coordination.k8s.io" in the namespace "kube-system"\n'), denied.stderr
-
-    cluster.addon("kubeha-cluster.yaml", render("kubeha-cluster.yaml.j2", control_plane_cluster_name="lab"))
-    cluster.hold_lease("%s_1" % ME)
-    passed(cluster.run_once())
-    leases = kubectl("-n", "kube-system", "get", "leases")
-    assert leases.returncode == 0, leases.stderr
-    assert [line.split()[0] for line in leases.stdout.splitlines()] == ["NAME", "kube-controller-manager"]
-    binding = json.loads(kubectl("get", "clusterrolebinding", "kubeha:cluster-admins", "-o", "json").stdout)
-    assert binding["roleRef"]["name"] == "cluster-admin"
-    assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
-                                    "name": "kubeha:cluster-admins"}]
-
-    # The binding is the addon manager's: deleted, the admin loses its rights until the next pass puts it back.
-    assert kubectl("delete", "clusterrolebinding", "kubeha:cluster-admins", "--wait=false").returncode == 0
-    assert kubectl("-n", "kube-system", "get", "leases").returncode == 1
-    passed(cluster.run_once())
-    assert kubectl("-n", "kube-system", "get", "leases").returncode == 0

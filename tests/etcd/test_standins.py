@@ -244,6 +244,9 @@ def start_apiserver(procs: Processes, cp: ControlPlanePki, cluster: Cluster, *ex
         return https(port, "/livez", cp, "apiserver-kubelet-client").status == 200
 
     wait_for(serving, 20, "kube-apiserver serving /livez")
+    # Ready once it has made the system namespaces and the cluster-admin binding, as kube-apiserver's hooks.
+    wait_for(lambda: https(port, "/readyz/poststarthook/rbac/bootstrap-roles", cp, "apiserver-kubelet-client").status
+             == 200, 20, "kube-apiserver's system objects")
     return process, port
 
 
@@ -550,8 +553,9 @@ def test_kubectl_finds_health_version_discovery_and_the_system_namespaces(etcd, 
     assert resources.returncode == 0, resources
     assert resources.stdout.splitlines()[1].split() == [
         "leases", "coordination.k8s.io/v1", "true", "Lease", "create,delete,get,list,patch,update"]
-    assert "configmaps   cm   v1   true   ConfigMap" in " ".join(kubectl("api-resources").stdout.split("\n")).replace(
-        "  ", "   ") or kubectl("get", "cm", "-n", "kube-system").returncode == 0
+    core = {line.split()[0]: line.split() for line in kubectl("api-resources", "--api-group=").stdout.splitlines()[1:]}
+    assert core["configmaps"] == ["configmaps", "cm", "v1", "true", "ConfigMap"], core
+    assert core["namespaces"] == ["namespaces", "ns", "v1", "false", "Namespace"], core
 
     missing = kubectl("get", "lease", "kube-scheduler", "-n", "kube-system", "-o", "json")
     assert missing.returncode == 1
@@ -629,3 +633,52 @@ def test_kubectl_applies_creates_and_deletes_manifests(etcd, cp, procs, tmp_path
     assert kubectl("delete", "cm", "kept", "-n", "kube-system", "--ignore-not-found").returncode == 0
     cluster_scoped = kubectl("delete", "clusterrole", "plain", "--wait=false")
     assert cluster_scoped.stdout == 'clusterrole.rbac.authorization.k8s.io "plain" deleted\n', cluster_scoped
+
+
+def test_rbac_lets_the_administrator_act_only_while_its_group_is_bound_to_cluster_admin(etcd, cp, procs, tmp_path):
+    """kubernetes-admin (the kubeconfig the roles write), and the ClusterRoleBinding the roles make for its group."""
+    super_admin = kubectl_on_a_new_apiserver(etcd, cp, procs, tmp_path)[0]
+    server = [line.split()[-1] for line in open(str(tmp_path / "super-admin.kubeconfig"), encoding="utf-8")
+              if line.strip().startswith("server:")][0]
+    dest = str(tmp_path / "admin.kubeconfig")
+    assert run_module("admin_kubeconfig", {"dest": dest, "server": server, "cluster_name": "lab",
+                                           "ca": cp.ca["cluster"]})["changed"] is True
+
+    def admin(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([KUBECTL, "--kubeconfig", dest, "--cache-dir", str(tmp_path / "cache")] + list(args),
+                              capture_output=True, text=True, timeout=30, check=False)
+
+    # Authenticated, allowed discovery and health, and nothing else while no binding names its group.
+    assert admin("get", "--raw", "/readyz").stdout == "ok"
+    denied = admin("-n", "kube-system", "get", "leases")
+    assert denied.returncode == 1 and denied.stderr.endswith(
+        'Error from server (Forbidden): leases.coordination.k8s.io is forbidden: User "kubernetes-admin" cannot list '
+        'resource "leases" in API group "coordination.k8s.io" in the namespace "kube-system"\n'), denied.stderr
+
+    binding = _write(str(tmp_path / "binding.json"), json.dumps({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "kubeha:cluster-admins"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "kubeha:cluster-admins"}]}),
+        0o644)
+    assert super_admin("create", "-f", binding).returncode == 0
+    allowed = admin("-n", "kube-system", "get", "leases")
+    assert allowed.returncode == 0 and allowed.stderr == "No resources found in kube-system namespace.\n", allowed
+    assert admin("get", "namespaces", "-o", "name").stdout.split()[0] == "namespace/default"
+    # A binding to another role gives nothing here; taking the binding away takes the rights away.
+    assert super_admin("delete", "clusterrolebinding", "kubeha:cluster-admins", "--wait=false").returncode == 0
+    assert admin("-n", "kube-system", "get", "leases").returncode == 1
+
+
+def test_a_patch_the_stand_in_cannot_merge_is_refused(etcd, cp, procs, tmp_path):
+    kubectl = kubectl_on_a_new_apiserver(etcd, cp, procs, tmp_path)[0]
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "kube-system"},
+               "spec": {"ports": [{"name": "http", "port": 80}, {"name": "https", "port": 443}]}}
+    path = _write(str(tmp_path / "web.json"), json.dumps(service), 0o644)
+    assert kubectl("apply", "-f", path).returncode == 0
+    service["spec"]["ports"][1]["targetPort"] = 9443
+    _write(path, json.dumps(service), 0o644)
+    refused = kubectl("apply", "-f", path)
+    assert refused.returncode == 1 and "the lab stand-in does not merge lists by key" in refused.stderr, refused
+    stored = json.loads(kubectl("get", "service", "web", "-n", "kube-system", "-o", "json").stdout)
+    assert [p["port"] for p in stored["spec"]["ports"]] == [80, 443], stored

@@ -17,9 +17,15 @@ from ansible_collections.kubeha.gce.plugins.module_utils._pki.material import (
     describe,
     issue,
     load_cert,
+    not_after,
     reissue_reason,
 )
 from ansible_collections.kubeha.gce.plugins.module_utils._pki.replica import kubeconfig
+
+try:
+    from cryptography.hazmat.primitives import hashes
+except ImportError:  # pragma: no cover - material reports the missing library
+    hashes = None  # type: ignore[assignment]
 
 try:
     import yaml
@@ -31,6 +37,8 @@ except ImportError:  # pragma: no cover - PyYAML comes with ansible-core on the 
 #: no RBAC binding can take away.
 ADMIN = ("kubernetes-admin", "kubeha:cluster-admins")
 SUPER_ADMIN = ("kubernetes-super-admin", "system:masters")
+#: A certificate that ends this close to its CA's end ends with it (issue() caps at the CA's expiry).
+_SLACK = datetime.timedelta(minutes=10)
 
 
 class KubeconfigState(t.NamedTuple):
@@ -53,15 +61,19 @@ def names(cluster: str, super_admin: bool) -> tuple[str, str]:
     return cluster, "%s@%s" % (user, cluster)
 
 
-def _decoded(entry: t.Mapping[str, t.Any], field: str, where: str) -> str:
+def _decoded(entry: t.Mapping[str, t.Any], field: str) -> str:
+    """The PEM text of a *-data field; empty when it is not base64 of text (then issued or set again)."""
     try:
         return base64.b64decode(str(entry.get(field) or ""), validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise PkiError("%s: %s is not base64 of a PEM text" % (where, field)) from None
+        return ""
 
 
-def read(text: str, path: str, cluster: str, super_admin: bool) -> KubeconfigState:
-    """The state of an existing kubeconfig at ``path``; PkiError when it holds anything it would lose."""
+def read(text: str, path: str, cluster: str, super_admin: bool) -> KubeconfigState | None:
+    """The state of an existing kubeconfig at ``path`` (None when it is empty); PkiError when it holds anything
+    writing it would lose."""
+    if not text.strip():
+        return None
     if yaml is None:
         raise PkiError("PyYAML is needed to read %s" % path)
     try:
@@ -88,13 +100,21 @@ def read(text: str, path: str, cluster: str, super_admin: bool) -> KubeconfigSta
     user_entry = (by_name["users"].get(user_name) or {}).get("user") or {}
     return KubeconfigState(
         server=str(cluster_entry.get("server") or ""),
-        ca_cert=_decoded(cluster_entry, "certificate-authority-data", path) if cluster_entry else "",
-        cert=_decoded(user_entry, "client-certificate-data", path) if user_entry else "",
-        key=_decoded(user_entry, "client-key-data", path) if user_entry else "",
+        ca_cert=_decoded(cluster_entry, "certificate-authority-data"),
+        cert=_decoded(user_entry, "client-certificate-data"),
+        key=_decoded(user_entry, "client-key-data"),
     )
 
 
-def describe_state(state: KubeconfigState | None) -> dict[str, t.Any] | None:
+def fingerprint(pem: str) -> str | None:
+    """sha256 of a certificate (as openssl x509 -fingerprint -sha256 prints it), or None."""
+    try:
+        return load_cert(pem, "the certificate").fingerprint(hashes.SHA256()).hex(":").upper() if pem else None
+    except PkiError:
+        return None
+
+
+def describe_state(state: KubeconfigState | None, mode: int | None = None) -> dict[str, t.Any] | None:
     """What a diff shows of a kubeconfig: never the key."""
     if state is None:
         return None
@@ -102,8 +122,9 @@ def describe_state(state: KubeconfigState | None) -> dict[str, t.Any] | None:
         cert = describe(load_cert(state.cert, "the client certificate")) if state.cert else None
     except PkiError:
         cert = None
-    return {"server": state.server, "subject": cert and cert["subject"], "not_after": cert and cert["not_after"],
-            "serial": cert and cert["serial"]}
+    return {"server": state.server, "ca_sha256": fingerprint(state.ca_cert), "subject": cert and cert["subject"],
+            "not_after": cert and cert["not_after"], "serial": cert and cert["serial"],
+            "mode": "%04o" % mode if mode is not None else "0600"}
 
 
 def converge(current: KubeconfigState | None, authority: Authority, server: str, super_admin: bool,
@@ -118,6 +139,10 @@ def converge(current: KubeconfigState | None, authority: Authority, server: str,
     spec = spec_for(super_admin)
     held = {"cert": current.cert, "key": current.key} if current else None
     reason = reissue_reason(spec, held, authority, datetime.timedelta(days=renew_before_days))
+    if reason and reason.startswith("expires on") and current is not None and \
+            not_after(load_cert(current.cert, "the client certificate")) >= not_after(authority.cert) - _SLACK:
+        # It ends with the CA: a new one would end there too, so issuing it on every run would change nothing.
+        reason = None
     if reason is None and current is not None:
         wanted = KubeconfigState(server, authority.cert_pem, current.cert, current.key)
         if current.server != server:

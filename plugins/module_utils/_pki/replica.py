@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import datetime
 import ipaddress
+import json
+import re
 import typing as t
 
 from ansible_collections.kubeha.gce.plugins.module_utils._pki.material import (
@@ -138,6 +140,12 @@ def load_authorities(ca: t.Mapping[str, t.Any] | None, needed: t.Iterable[str]) 
     return {name: load_authority(name, ca.get(name) or {}) for name in sorted(set(needed))}
 
 
+#: What a plain YAML scalar may be here: no leading indicator, no ": " or " #", not a number.
+_PLAIN = re.compile(r"^[A-Za-z][A-Za-z0-9@._/-]*(:[A-Za-z0-9@._/\[\]-][A-Za-z0-9@._/\[\]-]*)*$")
+#: Words YAML 1.1 reads as booleans or null.
+_YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}
+
+
 def kubeconfig(user: str, server: str, ca_pem: str, cert: str, key: str, cluster: str = "local") -> str:
     """A kubeconfig (YAML) that authenticates ``user`` with a client certificate to the cluster entry ``cluster``.
 
@@ -146,7 +154,14 @@ def kubeconfig(user: str, server: str, ca_pem: str, cert: str, key: str, cluster
     def b64(text: str) -> str:
         return base64.b64encode(text.encode()).decode()
 
+    def scalar(text: str) -> str:
+        # Plain when YAML reads it back as this string (every name the roles write), quoted otherwise: a cluster
+        # named "yes" or "null" would otherwise read back as a boolean or nothing.
+        plain = _PLAIN.match(text) and text.lower() not in _YAML_WORDS
+        return text if plain else json.dumps(text)
+
     context = user if user.endswith("@" + cluster) else "%s@%s" % (user, cluster)
+    server, cluster, user, context = scalar(server), scalar(cluster), scalar(user), scalar(context)
     return "\n".join([
         "apiVersion: v1",
         "kind: Config",

@@ -93,11 +93,15 @@ def test_another_identity_a_foreign_ca_or_a_near_expiry_issues_again(ca, tmp_pat
     assert moved["reason"] == "client certificate: not signed by the cluster CA"
 
     # A certificate within renew_before_days of its expiry is issued again; one outside it is kept.
-    renewed = run(dest, other, validity_days=10, renew_before_days=400)
+    short = run(dest, other, validity_days=10, renew_before_days=9)
+    assert short["changed"] is False, "the certificate issued above has a year left"
+    dest.unlink()
+    assert run(dest, other, validity_days=10, renew_before_days=5)["changed"] is True
+    renewed = run(dest, other, validity_days=30, renew_before_days=20)
     assert renewed["changed"] is True and renewed["reason"].startswith("client certificate: expires on ")
     expiry = datetime.datetime.fromisoformat(renewed["not_after"])
-    assert expiry - datetime.datetime.now(datetime.timezone.utc) < datetime.timedelta(days=11)
-    assert run(dest, other, validity_days=10, renew_before_days=5)["changed"] is False
+    assert datetime.timedelta(days=29) < expiry - datetime.datetime.now(datetime.timezone.utc) < datetime.timedelta(days=31)
+    assert run(dest, other, validity_days=30, renew_before_days=20)["changed"] is False
 
 
 def test_a_kubeconfig_of_other_clusters_is_never_overwritten(ca, tmp_path):
@@ -115,3 +119,41 @@ def test_a_kubeconfig_of_other_clusters_is_never_overwritten(ca, tmp_path):
     assert run(dest, ca)["msg"] == "%s is not a kubeconfig (no kind: Config); give a path of its own" % dest
     missing = run(tmp_path / "nowhere" / "config", ca)
     assert missing["failed"] is True and missing["msg"] == "the directory %s of dest does not exist" % (tmp_path / "nowhere")
+
+
+def test_a_symbolic_link_is_followed_and_odd_cluster_names_read_back(ca, tmp_path):
+    target = tmp_path / "real.kubeconfig"
+    link = tmp_path / "link.kubeconfig"
+    link.symlink_to(target)
+    assert run(link, ca, cluster_name="yes")["changed"] is True
+    assert link.is_symlink() and target.is_file()
+    config, _cert = client_cert(target)
+    assert config["clusters"][0]["name"] == "yes" and config["current-context"] == "kubernetes-admin@yes"
+    assert run(link, ca, cluster_name="yes")["changed"] is False
+
+
+def test_a_damaged_or_empty_file_of_its_own_is_written_again(ca, tmp_path):
+    dest = tmp_path / "k.kubeconfig"
+    run(dest, ca)
+    dest.write_text(dest.read_text().replace("client-key-data: ", "client-key-data: x"))
+    damaged = run(dest, ca)
+    assert damaged["changed"] is True and damaged["reason"].startswith("client certificate: ")
+    dest.write_text("")
+    empty = run(dest, ca)
+    assert empty["changed"] is True and empty["reason"] == "missing"
+    assert run(dest, ca)["changed"] is False
+
+
+def test_a_certificate_that_ends_with_its_ca_is_kept_and_the_diff_shows_the_mode(tmp_path):
+    short_ca = run_module(replica_pki.main, {"create_ca": True, "ca_validity_days": 20}, auth=False)["ca"]["cluster"]
+    dest = tmp_path / "k.kubeconfig"
+    first = run(dest, short_ca)
+    assert first["changed"] is True
+    # Within renew_before_days (30) of its end, but a new one would end with the CA too: kept.
+    again = run(dest, short_ca)
+    assert again["changed"] is False and again["not_after"] == first["not_after"]
+    os.chmod(dest, 0o640)
+    fixed = run(dest, short_ca)
+    assert fixed["diff"]["before"]["mode"] == "0640" and fixed["diff"]["after"]["mode"] == "0600"
+    refused = run(dest, short_ca, validity_days=30, renew_before_days=30)
+    assert refused["failed"] is True and "validity_days (30) must be more than renew_before_days (30)" in refused["msg"]
