@@ -123,6 +123,7 @@ reason:
   sample: the client certificate is not signed by the cluster CA
 """
 
+import datetime
 import os
 import tempfile
 
@@ -189,6 +190,11 @@ def run(module: AnsibleModule) -> dict:
     if changed and wanted is not None and not module.check_mode:
         write(path, render(wanted, cluster, super_admin))
     after = describe_state(wanted)
+    if wanted is not None and reissue is None and after and after["not_after"]:
+        left = datetime.datetime.fromisoformat(after["not_after"]) - datetime.datetime.now(datetime.timezone.utc)
+        if left < datetime.timedelta(days=params["renew_before_days"]):
+            module.warn("the client certificate in %s expires on %s, with the cluster CA: a new one could not last "
+                        "longer. Renew the cluster CA." % (params["dest"], after["not_after"]))
     spec = spec_for(super_admin)
     result = {
         "changed": changed, "dest": params["dest"], "server": params["server"], "context": names(cluster, super_admin)[1],
@@ -196,10 +202,10 @@ def run(module: AnsibleModule) -> dict:
         "not_after": after and after["not_after"], "reissued": reissue is not None, "reason": why,
     }
     if module._diff:
-        before = describe_state(current, mode)
+        before = describe_state(current, mode) or ({"mode": "%04o" % mode} if mode is not None else {})
         planned = {"server": params["server"], "ca_sha256": fingerprint(authority.cert_pem), "subject":
                    result["subject"], "not_after": None, "serial": None, "mode": "0600"}
-        result["diff"] = {"before": before or {}, "after": after or planned, "before_header": params["dest"],
+        result["diff"] = {"before": before, "after": after or planned, "before_header": params["dest"],
                           "after_header": params["dest"]}
     return result
 

@@ -273,4 +273,3 @@ def test_a_standing_by_addon_manager_takes_over_soon_after_the_lease_moves_to_it
     REPORT.append("kube-addon-manager: took over %.1fs after the lease moved to its host (interval 60s)"
                   % (time.monotonic() - moved))
     assert "leading: the kube-controller-manager of %s holds the lease" % ME in procs.log(process)
-

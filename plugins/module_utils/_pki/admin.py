@@ -33,8 +33,8 @@ except ImportError:  # pragma: no cover - PyYAML comes with ansible-core on the 
     yaml = None  # type: ignore[assignment]
 
 #: The administrator identities, as kubeadm makes them: the user and the group a ClusterRoleBinding gives
-#: cluster-admin (the control_plane role's addon binds it), and the break-glass one in system:masters, which
-#: no RBAC binding can take away.
+#: cluster-admin (the lifecycle roles make it), and the break-glass one in system:masters, which no RBAC binding
+#: can take away.
 ADMIN = ("kubernetes-admin", "kubeha:cluster-admins")
 SUPER_ADMIN = ("kubernetes-super-admin", "system:masters")
 #: A certificate that ends this close to its CA's end ends with it (issue() caps at the CA's expiry).

@@ -141,7 +141,7 @@ def load_authorities(ca: t.Mapping[str, t.Any] | None, needed: t.Iterable[str]) 
 
 
 #: What a plain YAML scalar may be here: no leading indicator, no ": " or " #", not a number.
-_PLAIN = re.compile(r"^[A-Za-z][A-Za-z0-9@._/-]*(:[A-Za-z0-9@._/\[\]-][A-Za-z0-9@._/\[\]-]*)*$")
+_PLAIN = re.compile(r"^[A-Za-z][A-Za-z0-9@._/-]*(:+[A-Za-z0-9@._/\[\]-]+)*$")
 #: Words YAML 1.1 reads as booleans or null.
 _YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}
 

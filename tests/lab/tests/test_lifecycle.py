@@ -75,7 +75,7 @@ def check_kubectl(life):
     held = leases.stdout.split()
     for lease in ("kube-controller-manager", "kube-scheduler"):
         assert "lease.coordination.k8s.io/%s" % lease in held, held
-    # kubernetes-admin is cluster-admin through the binding the addon manager applied, not through system:masters.
+    # kubernetes-admin is cluster-admin through the binding the run made, not through system:masters.
     whoami = life.kubectl("get", "clusterrolebinding", "kubeha:cluster-admins", "-o", "jsonpath={.subjects[0].name}")
     assert whoami.stdout == "kubeha:cluster-admins", whoami
 
