@@ -22,7 +22,7 @@ playbook() {
     "$lab" exec -- ansible-playbook "$root/playbooks/$name.yml" -e "cluster_name=$cluster" "$@"
 }
 
-kubeconfig="$("$lab" exec -- printenv KUBEHA_LAB_STATE)/$cluster.kubeconfig"
+kubeconfig="${KUBEHA_LAB_STATE:-/var/lib/kubeha-lab}/$cluster.kubeconfig"  # the lab's state directory
 kubectl() {
     printf '\n==== kubectl %s\n' "$*"
     "$lab" exec -- kubectl --kubeconfig "$kubeconfig" "$@"
