@@ -27,7 +27,7 @@ from etcd_cluster import HOST, Cluster, free_port, post
 
 STANDINS = os.path.join(REPO, "tests", "lab", "standins")
 BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
-VERSION = "v1.31.0-kubeha-lab-standin"
+VERSION = "v1.36.0-kubeha-lab-standin"
 LEASE_PATH = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases"
 
 
@@ -328,7 +328,7 @@ def test_apiserver_health_follows_etcd(etcd, cp, procs):
     text = ready.body.decode()
     assert text.startswith("[+]ping ok\n") and "[+]etcd ok\n" in text and text.endswith("readyz check passed\n")
     version = https(port, "/version", cp).json()
-    assert version["gitVersion"] == VERSION and version["major"] == "1" and version["minor"] == "31"
+    assert version["gitVersion"] == VERSION and version["major"] == "1" and version["minor"] == "36"
 
     cluster.kill("a")
     down = https(port, "/readyz?verbose", cp)

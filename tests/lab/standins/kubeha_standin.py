@@ -8,7 +8,7 @@ kube-scheduler) imitate the real binaries at the interfaces the
 kubeha.gce collection touches, with the standard library of python3 only:
 
 - command lines parsed as pflag/cobra parse them, against the flag names of
-  Kubernetes v1.31 (an unknown flag fails as it does for real);
+  Kubernetes v1.36 (an unknown flag fails as it does for real);
 - klog-like logs on stderr;
 - kubeconfig files (YAML or JSON) with embedded data or file paths;
 - a small Kubernetes API client (client certificates, tokens, Status errors);
@@ -39,7 +39,7 @@ import urllib.parse
 import uuid
 
 #: The version every stand-in reports (``--version``, ``/version``, ``kubectl version``).
-GIT_VERSION = "v1.31.0-kubeha-lab-standin"
+GIT_VERSION = "v1.36.0-kubeha-lab-standin"
 KUSTOMIZE_VERSION = "v5.4.2"
 
 
@@ -972,7 +972,7 @@ class Resource(t.NamedTuple):
         return base + ("/" + urllib.parse.quote(name, safe="") if name else "")
 
 
-#: Built-in resources of Kubernetes v1.31 that the stand-ins serve (group, version, plural, kind, namespaced).
+#: Built-in resources of Kubernetes v1.36 that the stand-ins serve (group, version, plural, kind, namespaced).
 RESOURCES = [
     Resource("", "v1", "configmaps", "ConfigMap", True, ("cm",)),
     Resource("", "v1", "secrets", "Secret", True),

@@ -67,7 +67,7 @@ def table(report):
 def check_kubectl(life):
     """The real kubectl, with the kubeconfig bootstrap wrote, through the reserved address: what a user does first."""
     version = life.kubectl("version")
-    assert version.returncode == 0 and "Server Version: v1.31.0-kubeha-lab-standin" in version.stdout, version
+    assert version.returncode == 0 and "Server Version: v1.36.0-kubeha-lab-standin" in version.stdout, version
     ready = life.kubectl("get", "--raw", "/readyz")
     assert ready.returncode == 0 and ready.stdout == "ok", ready
     leases = life.kubectl("-n", "kube-system", "get", "leases", "-o", "name")
