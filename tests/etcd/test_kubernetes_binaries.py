@@ -1,0 +1,138 @@
+# Copyright (c) kubeha.gce contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The Kubernetes server archive fetched on the controller (roles/kubeha/tasks/binaries.yml), run by ansible-playbook:
+checked against its checksum, the four control-plane binaries extracted into the cache once, and every bad input
+stopped with a message that names it, before anything else is done and with nothing left behind."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import pytest
+import yaml
+
+from conftest import COLLECTIONS_PATH, REPO
+
+BINARIES = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"]
+
+
+def archive(path, members):
+    """A server archive laid out as a release's, with a small executable per member name."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name in members:
+            data = ("#!/bin/sh\necho %s\n" % name).encode()
+            info = tarfile.TarInfo("kubernetes/server/bin/" + name)
+            info.size, info.mode = len(data), 0o755
+            tar.addfile(info, io.BytesIO(data))
+    return "sha512:" + hashlib.sha512(path.read_bytes()).hexdigest()
+
+
+def run(tmp_path, check=False, **extra):
+    """Run the entry point as preflight does; returns (completed process, the binaries' directory or None)."""
+    out = tmp_path / "out.json"
+    play = [{
+        "hosts": "localhost", "gather_facts": False,
+        "tasks": [
+            {"name": "Fetch", "ansible.builtin.include_role": {"name": "kubeha.gce.kubeha", "tasks_from": "binaries",
+                                                                "public": True}},
+            {"name": "Say where", "ansible.builtin.copy": {
+                "dest": str(out), "content": "{{ {'dir': kubeha_kubernetes_binaries_dir} | to_json }}"},
+             "check_mode": False, "changed_when": False},
+        ],
+    }]
+    playbook = tmp_path / "play.json"
+    playbook.write_text(json.dumps(play))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    env.update({"ANSIBLE_COLLECTIONS_PATH": COLLECTIONS_PATH, "ANSIBLE_LOCALHOST_WARNING": "false",
+                "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false", "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
+                "XDG_CACHE_HOME": str(tmp_path / "xdg")})
+    command = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,", "-c", "local",
+               "-e", json.dumps(extra), str(playbook)] + (["--check"] if check else [])
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+    if out.exists():
+        directory = json.loads(out.read_text())["dir"]
+        out.unlink()
+        return done, directory
+    return done, None
+
+
+def recap(done):
+    line = [line for line in done.stdout.splitlines() if line.startswith("localhost")][-1]
+    return {key: int(value) for key, value in (item.split("=") for item in line.split()[2:])}
+
+
+def test_the_archive_is_fetched_once_checked_and_its_four_binaries_kept(tmp_path):
+    checksum = archive(tmp_path / "server.tar.gz", BINARIES + ["kubelet", "kubeadm"])
+    settings = {"kubeha_kubernetes_server_archive_url": "file://%s" % (tmp_path / "server.tar.gz"),
+                "kubernetes_server_archive_checksum": checksum, "kubernetes_version": "1.36.0"}
+
+    # In check mode too: the cache is the controller's, and a check run compares the replicas' binaries with it.
+    done, directory = run(tmp_path, check=True, **settings)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert recap(done)["changed"] == 0
+    assert directory.startswith(str(tmp_path / "xdg" / "kubeha.gce" / "kubernetes" / "v1.36.0-"))
+    assert sorted(os.listdir(directory)) == sorted(BINARIES)  # kubelet and kubeadm are left in the archive
+    for name in BINARIES:
+        path = os.path.join(directory, name)
+        assert os.access(path, os.X_OK)
+        assert subprocess.run([path], capture_output=True, text=True, check=True).stdout == name + "\n"
+    # Nothing but the binaries' directory is left: no archive, no partial directory.
+    assert os.listdir(os.path.dirname(directory)) == [os.path.basename(directory)]
+
+    # Once there, the archive is not fetched again: a run without it still finds the binaries.
+    (tmp_path / "server.tar.gz").unlink()
+    done, again = run(tmp_path, **settings)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert again == directory and recap(done)["changed"] == 0
+
+    # Another checksum is another directory: binaries are never taken from an archive other than the one named.
+    other = archive(tmp_path / "server.tar.gz", BINARIES)
+    done, third = run(tmp_path, **dict(settings, kubernetes_server_archive_checksum=other))
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert third != directory and sorted(os.listdir(third)) == sorted(BINARIES)
+
+
+@pytest.mark.parametrize("case", ["mismatch", "not_a_server_archive", "unknown_version", "malformed", "unreachable"])
+def test_bad_archives_and_settings_stop_with_the_reason_and_leave_nothing(tmp_path, case):
+    good = archive(tmp_path / "server.tar.gz", BINARIES)
+    settings = {"kubeha_kubernetes_server_archive_url": "file://%s" % (tmp_path / "server.tar.gz"),
+                "kubernetes_server_archive_checksum": good}
+    if case == "mismatch":
+        settings["kubernetes_server_archive_checksum"] = "sha512:" + "0" * 128
+        expected = "could not be fetched from file://%s on the controller: The checksum" % (tmp_path / "server.tar.gz")
+    elif case == "not_a_server_archive":
+        settings["kubernetes_server_archive_checksum"] = archive(tmp_path / "server.tar.gz", ["kubelet", "kubectl"])
+        expected = "passed its checksum, but kubernetes/server/bin/ in it does not hold kube-apiserver"
+    elif case == "unknown_version":
+        settings = {"kubernetes_version": "v1.29.1"}
+        expected = ("The collection knows no checksum of the Kubernetes server archive of v1.29.1 (it knows v1.35.4, v1.36.0")
+    elif case == "malformed":
+        settings["kubernetes_server_archive_checksum"] = "md5:0123"
+        expected = "kubernetes_server_archive_checksum is md5:0123, not sha512:HEX"
+    else:
+        settings["kubeha_kubernetes_server_archive_url"] = "file://%s" % (tmp_path / "missing.tar.gz")
+        expected = "missing.tar.gz"
+    done, directory = run(tmp_path, **settings)
+    assert done.returncode != 0 and directory is None
+    assert expected in done.stdout + done.stderr, done.stdout[-3000:]
+    assert "Nothing was changed" in done.stdout + done.stderr
+    cache = tmp_path / "xdg" / "kubeha.gce" / "kubernetes"
+    assert not cache.exists() or os.listdir(cache) == []
+
+
+def test_the_published_checksums_are_the_release_notes_form():
+    """Each known version's checksum is a sha512 as the release notes print it, and the default version is known."""
+    with open(os.path.join(REPO, "roles", "kubeha", "vars", "main.yml"), encoding="utf-8") as handle:
+        known = yaml.safe_load(handle)["kubeha_kubernetes_server_archive_sha512"]
+    with open(os.path.join(REPO, "roles", "kubeha", "defaults", "main.yml"), encoding="utf-8") as handle:
+        default = handle.read().split("kubernetes_version | default('", 1)[1].split("'", 1)[0]
+    assert default in known
+    for version, checksum in known.items():
+        assert version.startswith("v1.") and len(checksum) == 128 and int(checksum, 16) >= 0, version
