@@ -40,8 +40,8 @@ def run(tmp_path, check=False, **extra):
     play = [{
         "hosts": "localhost", "gather_facts": False,
         "tasks": [
-            {"name": "Fetch", "ansible.builtin.include_role": {"name": "kubeha.gce.kubeha", "tasks_from": "binaries",
-                                                                "public": True}},
+            {"name": "Fetch",
+             "ansible.builtin.include_role": {"name": "kubeha.gce.kubeha", "tasks_from": "binaries", "public": True}},
             {"name": "Say where", "ansible.builtin.copy": {
                 "dest": str(out), "content": "{{ {'dir': kubeha_kubernetes_binaries_dir} | to_json }}"},
              "check_mode": False, "changed_when": False},
@@ -94,12 +94,13 @@ def test_the_archive_is_fetched_once_checked_and_its_four_binaries_kept(tmp_path
 
     # Another checksum is another directory: binaries are never taken from an archive other than the one named.
     other = archive(tmp_path / "server.tar.gz", BINARIES)
-    done, third = run(tmp_path, **dict(settings, kubernetes_server_archive_checksum=other))
+    done, third = run(tmp_path, **{**settings, "kubernetes_server_archive_checksum": other})
     assert done.returncode == 0, done.stdout[-3000:]
     assert third != directory and sorted(os.listdir(third)) == sorted(BINARIES)
 
 
-@pytest.mark.parametrize("case", ["mismatch", "not_a_server_archive", "unknown_version", "malformed", "unreachable"])
+@pytest.mark.parametrize("case", ["mismatch", "not_a_server_archive", "unknown_version", "malformed", "unreachable",
+                                  "not_a_release", "relative_cache"])
 def test_bad_archives_and_settings_stop_with_the_reason_and_leave_nothing(tmp_path, case):
     good = archive(tmp_path / "server.tar.gz", BINARIES)
     settings = {"kubeha_kubernetes_server_archive_url": "file://%s" % (tmp_path / "server.tar.gz"),
@@ -109,22 +110,54 @@ def test_bad_archives_and_settings_stop_with_the_reason_and_leave_nothing(tmp_pa
         expected = "could not be fetched from file://%s on the controller: The checksum" % (tmp_path / "server.tar.gz")
     elif case == "not_a_server_archive":
         settings["kubernetes_server_archive_checksum"] = archive(tmp_path / "server.tar.gz", ["kubelet", "kubectl"])
-        expected = "passed its checksum, but kubernetes/server/bin/ in it does not hold kube-apiserver"
+        expected = ("kubernetes/server/bin/kube-apiserver, kubernetes/server/bin/kube-controller-manager, "
+                    "kubernetes/server/bin/kube-scheduler, kubernetes/server/bin/kubectl could not be extracted as "
+                    "executables from file://%s, which passed its checksum" % (tmp_path / "server.tar.gz"))
     elif case == "unknown_version":
-        settings = {"kubernetes_version": "v1.29.1"}
+        settings = {"kubernetes_version": "v1.29.1", "kubeha_kubernetes_server_archive_url": "file:///nonexistent"}
         expected = ("The collection knows no checksum of the Kubernetes server archive of v1.29.1 (it knows v1.35.4, v1.36.0")
+    elif case == "not_a_release":
+        settings["kubernetes_version"] = 1.3  # a number from a survey
+        expected = "kubernetes_version is v1.3, not a Kubernetes release such as v1.36.0."
+    elif case == "relative_cache":
+        settings["kubernetes_cache_dir"] = "$HOME/cache"
+        expected = "kubernetes_cache_dir is $HOME/cache, not an absolute path on the controller."
     elif case == "malformed":
         settings["kubernetes_server_archive_checksum"] = "md5:0123"
         expected = "kubernetes_server_archive_checksum is md5:0123, not sha512:HEX"
     else:
         settings["kubeha_kubernetes_server_archive_url"] = "file://%s" % (tmp_path / "missing.tar.gz")
-        expected = "missing.tar.gz"
+        expected = "could not be fetched from file://%s on the controller: " % (tmp_path / "missing.tar.gz")
     done, directory = run(tmp_path, **settings)
     assert done.returncode != 0 and directory is None
     assert expected in done.stdout + done.stderr, done.stdout[-3000:]
     assert "Nothing was changed" in done.stdout + done.stderr
     cache = tmp_path / "xdg" / "kubeha.gce" / "kubernetes"
     assert not cache.exists() or os.listdir(cache) == []
+
+
+@pytest.mark.parametrize("damage", ["missing", "world_writable", "not_executable", "directory_group_writable"])
+def test_a_cache_directory_not_as_left_is_refused_and_its_binaries_not_used(tmp_path, damage):
+    checksum = archive(tmp_path / "server.tar.gz", BINARIES)
+    settings = {"kubeha_kubernetes_server_archive_url": "file://%s" % (tmp_path / "server.tar.gz"),
+                "kubernetes_server_archive_checksum": checksum, "kubernetes_version": "V1.36.0"}
+    done, directory = run(tmp_path, **settings)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert os.path.basename(directory).startswith("v1.36.0-")  # V1.36.0 is read as v1.36.0
+    if damage == "missing":
+        os.unlink(os.path.join(directory, "kube-scheduler"))
+    elif damage == "world_writable":
+        os.chmod(os.path.join(directory, "kubectl"), 0o777)
+    elif damage == "not_executable":
+        os.chmod(os.path.join(directory, "kube-apiserver"), 0o644)
+    else:
+        os.chmod(directory, 0o775)
+    done, again = run(tmp_path, **settings)
+    bad = {"missing": "kube-scheduler", "world_writable": "kubectl", "not_executable": "kube-apiserver",
+           "directory_group_writable": "the directory itself"}[damage]
+    assert done.returncode != 0 and again is None, done.stdout[-3000:]
+    assert "%s is in the controller's cache, but %s is not what this collection leaves there" % (directory, bad) \
+        in done.stdout, done.stdout[-3000:]
 
 
 def test_the_published_checksums_are_the_release_notes_form():

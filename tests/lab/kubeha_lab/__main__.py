@@ -190,6 +190,12 @@ def write_inventory() -> str:
     with open(_path("ssh", "id_ed25519.pub"), encoding="utf-8") as handle:
         public_key = handle.read().strip()
     archive, checksum = kubernetes_server_archive()
+    # The binaries of earlier archives (the stand-ins changed since) are of no more use: one directory per checksum.
+    cache = _path("cache", "kubernetes")
+    keep = "-" + hashlib.sha1(checksum.encode()).hexdigest()[:12]  # as roles/kubeha names them
+    for name in os.listdir(cache) if os.path.isdir(cache) else []:
+        if not name.startswith(".") and not name.endswith(keep):
+            shutil.rmtree(os.path.join(cache, name), ignore_errors=True)
     settings: dict[str, t.Any] = {
         "ansible_connection": "local",
         "ansible_python_interpreter": sys.executable,
@@ -201,7 +207,7 @@ def write_inventory() -> str:
         "kubeha_etcd_archive_src": etcd_archive(),
         "kubeha_kubernetes_server_archive_url": "file://" + archive,
         "kubeha_kubernetes_server_archive_checksum": checksum,
-        "kubeha_kubernetes_cache_dir": _path("cache", "kubernetes"),
+        "kubeha_kubernetes_cache_dir": cache,
     }
     if network_mode() == "custom":
         # The custom network has no firewall rule but the cluster's: SSH from the lab namespace ("the internet",
