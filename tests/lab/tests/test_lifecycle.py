@@ -102,7 +102,7 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     # A replica of another minor than the cluster runs is refused in the checks, before its VM exists.
     life.refused("replicate with another Kubernetes minor", "replicate",
                  "k-master runs Kubernetes v1.36.0-kubeha-lab-standin, and this run would install v1.35.4 on the new replica",
-                 "zone=europe-west1-c", "kubernetes_version=v1.35.4")
+                 "zone=europe-west1-c,europe-west1-d", "kubernetes_version=v1.35.4")
     assert life.instance("k-master-c") is None
     life.start_writer()
     life.start_api_poller()
