@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -136,7 +137,8 @@ def test_bad_archives_and_settings_stop_with_the_reason_and_leave_nothing(tmp_pa
     assert not cache.exists() or os.listdir(cache) == []
 
 
-@pytest.mark.parametrize("damage", ["missing", "world_writable", "not_executable", "directory_group_writable"])
+@pytest.mark.parametrize("damage", ["missing", "world_writable", "not_executable", "directory_group_writable",
+                                    "a_file", "a_directory"])
 def test_a_cache_directory_not_as_left_is_refused_and_its_binaries_not_used(tmp_path, damage):
     checksum = archive(tmp_path / "server.tar.gz", BINARIES)
     settings = {"kubeha_kubernetes_server_archive_url": "file://%s" % (tmp_path / "server.tar.gz"),
@@ -150,14 +152,22 @@ def test_a_cache_directory_not_as_left_is_refused_and_its_binaries_not_used(tmp_
         os.chmod(os.path.join(directory, "kubectl"), 0o777)
     elif damage == "not_executable":
         os.chmod(os.path.join(directory, "kube-apiserver"), 0o644)
+    elif damage == "a_file":
+        shutil.rmtree(directory)
+        with open(directory, "w", encoding="utf-8") as handle:
+            handle.write("not a directory\n")
+    elif damage == "a_directory":
+        os.unlink(os.path.join(directory, "kube-apiserver"))
+        os.mkdir(os.path.join(directory, "kube-apiserver"), 0o755)
     else:
         os.chmod(directory, 0o775)
     done, again = run(tmp_path, **settings)
     bad = {"missing": "kube-scheduler", "world_writable": "kubectl", "not_executable": "kube-apiserver",
-           "directory_group_writable": "the directory itself"}[damage]
+           "directory_group_writable": "the directory itself", "a_file": "the directory itself",
+           "a_directory": "kube-apiserver"}[damage]
     assert done.returncode != 0 and again is None, done.stdout[-3000:]
-    assert "%s is in the controller's cache, but %s is not what this collection leaves there" % (directory, bad) \
-        in done.stdout, done.stdout[-3000:]
+    assert "%s is in the controller's cache, but %s" % (directory, bad) in done.stdout, done.stdout[-3000:]
+    assert "not what this collection leaves there" in done.stdout and "Nothing was changed" in done.stdout
 
 
 def test_the_published_checksums_are_the_release_notes_form():
