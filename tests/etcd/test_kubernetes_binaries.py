@@ -133,6 +133,8 @@ def test_bad_archives_and_settings_stop_with_the_reason_and_leave_nothing(tmp_pa
     assert done.returncode != 0 and directory is None
     assert expected in done.stdout + done.stderr, done.stdout[-3000:]
     assert "Nothing was changed" in done.stdout + done.stderr
+    if case == "unknown_version":  # and where to read it
+        assert "CHANGELOG/CHANGELOG-1.29.md of kubernetes/kubernetes" in done.stdout, done.stdout[-3000:]
     cache = tmp_path / "xdg" / "kubeha.gce" / "kubernetes"
     assert not cache.exists() or os.listdir(cache) == []
 

@@ -139,8 +139,7 @@ def kubernetes_server_archive() -> tuple[str, str]:
     standins = os.path.join(REPO, "tests", "lab", "standins")
     sources = sorted(name for name in os.listdir(standins) if not name.startswith(".") and name != "__pycache__")
     digest = hashlib.sha256()
-    for name in sources + [kubectl]:
-        path = os.path.join(standins, name)
+    for path in [os.path.join(standins, name) for name in sources] + [kubectl]:
         stat = os.stat(path)
         digest.update(("%s %d %d\n" % (path, stat.st_size, stat.st_mtime_ns)).encode())
     path = _path("artifacts", "kubernetes-server-linux-amd64-%s.tar.gz" % digest.hexdigest()[:16])
