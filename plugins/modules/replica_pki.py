@@ -87,10 +87,12 @@ options:
         in the C(system:masters) group, because it creates and deletes objects of every kind and no RBAC binding
         can exist for it before it has created one. The control_plane role writes its kubeconfig, which names
         the certificate files, so no kubeconfig is returned for it.
+      - C(cloud-controller-manager) is the client certificate of the GCE cloud-controller-manager,
+        C(CN=system:cloud-controller-manager), with a kubeconfig in RV(kubeconfigs).
     type: list
     elements: str
     choices: [etcd-peer, etcd-server, apiserver, apiserver-etcd-client, apiserver-kubelet-client, front-proxy-client,
-              controller-manager, scheduler, addon-manager]
+              controller-manager, scheduler, addon-manager, cloud-controller-manager]
   key_type:
     description:
       - Type of the new keys of CAs and certificates. ECDSA P-256 or RSA.
@@ -187,7 +189,9 @@ earliest_expiry:
   type: str
   sample: "2027-12-04T23:10:00+00:00"
 kubeconfigs:
-  description: Kubeconfig files (YAML text) for the controller-manager and the scheduler, with their client certificates.
+  description:
+    - Kubeconfig files (YAML text) for the controller-manager, the scheduler and the cloud-controller-manager, with
+      their client certificates.
   returned: when O(replica) is given and not in check mode
   type: dict
 """

