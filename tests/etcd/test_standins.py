@@ -705,13 +705,17 @@ def cloud_config(tmp_path: t.Any, text: str | None = None) -> str:
     """gce.conf as the control_plane role writes it (or text)."""
     if text is None:
         text = render("gce.conf.j2", control_plane_project="lab-project", control_plane_zone="europe-west1-b",
-                      control_plane_network="kubeha-net", control_plane_cluster_name="k", control_plane_multizone=True)
+                      control_plane_network="kubeha-net", control_plane_subnetwork="kubeha-net-b",
+                      control_plane_cluster_name="k", control_plane_multizone=True)
     return _write(os.path.join(str(tmp_path), "gce-%d.conf" % len(os.listdir(str(tmp_path)))), text, 0o644)
 
 
-def ccm_args(kubeconfig: str, config: str, *extra: str) -> list[str]:
-    """The flags the control_plane role gives the cloud-controller-manager (roles/control_plane/vars/main.yml)."""
-    return ["--cloud-provider=gce", "--cloud-config=%s" % config, "--kubeconfig=%s" % kubeconfig,
+def ccm_args(kubeconfig: str, config: str, *extra: str, cp: ControlPlanePki | None = None) -> list[str]:
+    """The flags the control_plane role gives the cloud-controller-manager (roles/control_plane/vars/main.yml); the CA
+    files only with cp."""
+    cas = ["--client-ca-file=%s" % cp.files["ca"], "--requestheader-client-ca-file=%s" % cp.files["front-proxy-ca"],
+           "--requestheader-allowed-names=front-proxy-client"] if cp else []
+    return ["--cloud-provider=gce", "--cloud-config=%s" % config, "--kubeconfig=%s" % kubeconfig] + cas + [
             "--authentication-kubeconfig=%s" % kubeconfig, "--authorization-kubeconfig=%s" % kubeconfig,
             "--bind-address=%s" % HOST, "--secure-port=%d" % free_port(), "--leader-elect=true",
             "--use-service-account-credentials=true", "--cluster-name=k",
@@ -777,9 +781,14 @@ def test_the_cloud_controller_manager_leads_once_its_role_is_bound(etcd, cp, pro
     cluster = etcd.new(["a"])
     port = start_apiserver(procs, cp, cluster)[1]
     kubeconfig = kubeconfigs(cp, str(tmp_path), port)["cloud-controller-manager"]
+    # Without the CA files it reads them from the API at start, which its user may not do yet: it exits.
+    answer = run("cloud-controller-manager", *ccm_args(kubeconfig, cloud_config(tmp_path)))
+    assert answer.returncode == 1, answer.stderr
+    assert ('unable to load configmap based request-header-client-ca-file: configmaps '
+            '"extension-apiserver-authentication" is forbidden: User "system:cloud-controller-manager"') in answer.stderr
     manager = procs.start("cloud-controller-manager", ccm_args(
         kubeconfig, cloud_config(tmp_path), "--leader-elect-lease-duration=3s", "--leader-elect-renew-deadline=2s",
-        "--leader-elect-retry-period=500ms", "--v=2"))
+        "--leader-elect-retry-period=500ms", "--v=2", cp=cp))
     # Its ClusterRole is no API server's own: without the binding it may not even read its lease.
     wait_for(lambda: "forbidden" in procs.log(manager), 10, "the lease refused to system:cloud-controller-manager")
     assert manager.poll() is None and read_lease(port, cp, "cloud-controller-manager") == {}
@@ -804,3 +813,9 @@ def test_the_cloud_controller_manager_leads_once_its_role_is_bound(etcd, cp, pro
                       10, "the cloud-controller-manager holding its lease")
     assert holder.startswith(os.uname().nodename) and manager.poll() is None
     assert "successfully acquired lease kube-system/cloud-controller-manager" in procs.log(manager)
+    # What its ClusterRole allows, and no more: another component's lease is not its to take.
+    own = https(port, "%s/cloud-controller-manager" % LEASE_PATH, cp, "cloud-controller-manager")
+    other = https(port, "%s/kube-scheduler" % LEASE_PATH, cp, "cloud-controller-manager", "PUT",
+                  lease("kube-scheduler", "cloud-controller-manager"))
+    assert own.status == 200 and other.status == 403, (own, other)
+    assert 'User "system:cloud-controller-manager" cannot update resource "leases"' in other.json()["message"]

@@ -1240,8 +1240,10 @@ def _scheduler_config(path: str) -> dict[str, t.Any]:
 
 
 def run_component(component: Component, argv: t.Sequence[str],
-                  validate: t.Callable[[Flags], list[str]] | None = None) -> t.NoReturn:
-    """kube-controller-manager and kube-scheduler: check the configuration, serve /healthz, lead."""
+                  validate: t.Callable[[Flags], list[str]] | None = None,
+                  start: t.Callable[[Flags, ApiClient], None] | None = None) -> t.NoReturn:
+    """kube-controller-manager, kube-scheduler and cloud-controller-manager: check the configuration, ``start``
+    (given the flags and an API client), serve /healthz, lead."""
     flags = parse_command_line(component.command, component.flags, argv)
     check_readable(flags, component.file_flags)
     config = _scheduler_config(flags.string("config")) if flags.string("config") else {}
@@ -1286,6 +1288,8 @@ def run_component(component: Component, argv: t.Sequence[str],
         client = ApiClient.from_kubeconfig(settings, server=flags.string("master"), timeout=renew_deadline)
     except (ConfigError, OSError, ssl.SSLError, ValueError) as exc:
         fail("invalid kubeconfig: %s" % exc)
+    if start:
+        start(flags, client)
 
     LOG.info_s("Starting", component=component.command, version=GIT_VERSION)
     LOG.info("%s lab stand-in: NOT Kubernetes; it runs no controllers and schedules nothing" % component.command)

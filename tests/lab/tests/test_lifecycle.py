@@ -119,6 +119,22 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     life.refused("replicate with another Kubernetes minor", "replicate", minor, "zone=europe-west1-c,europe-west1-d",
                  "kubernetes_version=v1.35.4")
     assert life.instance("k-master-c") is None
+
+    # -- the cloud-controller-manager's binary no longer given: a run stops it and takes it and gce.conf away, and
+    # kube-controller-manager runs without --cloud-provider; its RBAC addon stays, as every replica ships it --------
+    life.step("bootstrap again without the cloud-controller-manager", "bootstrap", "zone=europe-west1-b",
+              "kubeha_cloud_controller_url=")
+    said = life.ssh("systemctl show -p LoadState -p ActiveState cloud-controller-manager; "
+                    "for f in /etc/gce.conf /opt/kubernetes/bin/cloud-controller-manager; do test -e $f && echo $f; done; "
+                    "sudo ls /etc/kubernetes/addons; systemctl cat kube-controller-manager | grep -c -e --cloud-provider",
+                    check=False).stdout
+    assert said == ("LoadState=not-found\nActiveState=inactive\n"
+                    "kubeha-cloud-controller-manager.yaml\nkubeha-cluster.yaml\n0\n"), said
+    life.step("bootstrap again without it, unchanged", "bootstrap", "zone=europe-west1-b", "kubeha_cloud_controller_url=",
+              expect_changed=0)
+    life.step("bootstrap again with the cloud-controller-manager", "bootstrap", "zone=europe-west1-b")
+    assert life.ssh("systemctl is-active cloud-controller-manager").stdout == "active\n"
+    assert cloud_controller_leader(life) == "k-master"
     life.start_writer()
     life.start_api_poller()
 
@@ -340,16 +356,6 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     status = life.step("status", "status", "zone=europe-west1-b", expect_changed=0)
     assert "LOAD BALANCER: single" in status.stdout and "k-master" in status.stdout, status.stdout[-3000:]
 
-    # -- the cloud-controller-manager's binary no longer given: a run takes it, gce.conf and its RBAC away ------------
-    life.step("bootstrap again without the cloud-controller-manager", "bootstrap", "zone=europe-west1-b",
-              "kubeha_cloud_controller_url=")
-    said = life.ssh("systemctl is-enabled cloud-controller-manager; ls /etc/gce.conf /opt/kubernetes/bin/cloud-controller-manager; "
-                    "sudo ls /etc/kubernetes/addons; systemctl cat kube-controller-manager | grep -c -e --cloud-provider",
-                    check=False).stdout
-    assert "enabled" not in said and "kubeha-cloud-controller-manager.yaml" not in said, said
-    assert said.rstrip().endswith("\nkubeha-cluster.yaml\n0"), said
-    life.step("bootstrap again without it, unchanged", "bootstrap", "zone=europe-west1-b", "kubeha_cloud_controller_url=",
-              expect_changed=0)
 
     # europe-west1-d comes back: the old member's etcd is refused by the new cluster.
     control(life.env, "POST", "zones/europe-west1-d/up")
