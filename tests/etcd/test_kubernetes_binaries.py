@@ -35,16 +35,18 @@ def archive(path, members):
     return "sha512:" + hashlib.sha512(path.read_bytes()).hexdigest()
 
 
-def run(tmp_path, check=False, **extra):
-    """Run the entry point as preflight does; returns (completed process, the binaries' directory or None)."""
+def run(tmp_path, check=False, entry="binaries", **extra):
+    """Run the entry point as preflight does; returns (completed process, the binaries' directory (or the
+    cloud-controller-manager's file, for that entry point) or None)."""
     out = tmp_path / "out.json"
     play = [{
         "hosts": "localhost", "gather_facts": False,
         "tasks": [
             {"name": "Fetch",
-             "ansible.builtin.include_role": {"name": "kubeha.gce.kubeha", "tasks_from": "binaries", "public": True}},
+             "ansible.builtin.include_role": {"name": "kubeha.gce.kubeha", "tasks_from": entry, "public": True}},
             {"name": "Say where", "ansible.builtin.copy": {
-                "dest": str(out), "content": "{{ {'dir': kubeha_kubernetes_binaries_dir} | to_json }}"},
+                "dest": str(out), "content": "{{ {'dir': kubeha_kubernetes_binaries_dir if '%s' == 'binaries' else "
+                                             "kubeha_cloud_controller_file} | to_json }}" % entry},
              "check_mode": False, "changed_when": False},
         ],
     }]
@@ -181,3 +183,50 @@ def test_the_published_checksums_are_the_release_notes_form():
     assert default in known
     for version, checksum in known.items():
         assert version.startswith("v1.") and len(checksum) == 128 and int(checksum, 16) >= 0, version
+
+
+def test_the_cloud_controller_manager_is_fetched_checked_and_kept_as_the_users_own(tmp_path):
+    binary = tmp_path / "cloud-controller-manager"
+    binary.write_text("#!/bin/sh\necho cloud-controller-manager\n")
+    checksum = "sha256:" + hashlib.sha256(binary.read_bytes()).hexdigest()
+    settings = {"cloud_controller_manager_url": "file://%s" % binary, "cloud_controller_manager_checksum": checksum}
+    done, cached = run(tmp_path, check=True, entry="cloud_controller", **settings)
+    assert done.returncode == 0 and recap(done)["changed"] == 0, done.stdout[-3000:]
+    assert cached == str(tmp_path / "xdg" / "kubeha.gce" / "kubernetes" / ("cloud-controller-manager-" + checksum[7:23]))
+    assert open(cached, "rb").read() == binary.read_bytes() and os.access(cached, os.X_OK)
+    # A copy in the cache that differs from the checksum is fetched again; one that others may write is refused.
+    with open(cached, "w", encoding="utf-8") as handle:
+        handle.write("swapped\n")
+    done, again = run(tmp_path, entry="cloud_controller", **settings)
+    assert done.returncode == 0 and open(again, "rb").read() == binary.read_bytes(), done.stdout[-3000:]
+    os.chmod(os.path.dirname(again), 0o777)
+    done, _ = run(tmp_path, entry="cloud_controller", **settings)
+    assert done.returncode != 0, done.stdout[-3000:]
+    assert "%s in the controller's cache may be written by someone else" % os.path.dirname(again) in done.stdout
+    assert "Nothing was changed" in done.stdout
+
+
+@pytest.mark.parametrize("case", ["mismatch", "no_checksum", "both", "relative_src", "unreachable"])
+def test_a_bad_cloud_controller_manager_setting_stops_with_the_reason(tmp_path, case):
+    binary = tmp_path / "cloud-controller-manager"
+    binary.write_text("#!/bin/sh\n")
+    url = "file://%s" % binary
+    settings = {"cloud_controller_manager_url": url, "cloud_controller_manager_checksum": "sha256:" + "0" * 64}
+    expected = "could not be fetched from cloud_controller_manager_url on the controller: The checksum"
+    if case == "no_checksum":
+        settings["cloud_controller_manager_checksum"] = ""
+        expected = 'cloud_controller_manager_checksum is "", not sha256:HEX (64 hex digits)'
+    elif case == "both":
+        settings["cloud_controller_manager_src"] = str(binary)
+        expected = "Give either cloud_controller_manager_url (with its checksum) or cloud_controller_manager_src, not both."
+    elif case == "relative_src":
+        settings = {"cloud_controller_manager_src": "bin/cloud-controller-manager"}
+        expected = "cloud_controller_manager_src is bin/cloud-controller-manager, not the absolute path of a file"
+    elif case == "unreachable":
+        settings["cloud_controller_manager_url"] = url + ".missing"
+        expected = "could not be fetched from cloud_controller_manager_url on the controller: "
+    done, _ = run(tmp_path, entry="cloud_controller", **settings)
+    assert done.returncode != 0 and expected in done.stdout, done.stdout[-3000:]
+    assert "Nothing was changed" in done.stdout and url not in done.stdout.split("TASK")[-1]
+    cache = tmp_path / "xdg" / "kubeha.gce" / "kubernetes"
+    assert not cache.exists() or [p for p in os.listdir(cache) if not p.startswith(".")] == []

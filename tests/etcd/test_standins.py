@@ -715,11 +715,11 @@ def ccm_args(kubeconfig: str, config: str, *extra: str, cp: ControlPlanePki | No
     files only with cp."""
     cas = ["--client-ca-file=%s" % cp.files["ca"], "--requestheader-client-ca-file=%s" % cp.files["front-proxy-ca"],
            "--requestheader-allowed-names=front-proxy-client"] if cp else []
-    return ["--cloud-provider=gce", "--cloud-config=%s" % config, "--kubeconfig=%s" % kubeconfig] + cas + [
-            "--authentication-kubeconfig=%s" % kubeconfig, "--authorization-kubeconfig=%s" % kubeconfig,
+    rest = ["--authentication-kubeconfig=%s" % kubeconfig, "--authorization-kubeconfig=%s" % kubeconfig,
             "--bind-address=%s" % HOST, "--secure-port=%d" % free_port(), "--leader-elect=true",
             "--use-service-account-credentials=true", "--cluster-name=k",
-            "--controllers=*,-node-ipam-controller,-node-route-controller", "--profiling=false"] + list(extra)
+            "--controllers=*,-node-ipam-controller,-node-route-controller", "--profiling=false"]
+    return ["--cloud-provider=gce", "--cloud-config=%s" % config, "--kubeconfig=%s" % kubeconfig] + cas + rest + list(extra)
 
 
 def test_the_cloud_controller_manager_stand_in_reports_its_own_version():

@@ -167,7 +167,7 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     assert ready["status"] == 200, ready
     # The cloud-controller-manager (the lab gives its binary) runs on each replica, in its own zone; one leads.
     for name, zone in (("k-master", "b"), ("k-master-c", "c"), ("k-master-d", "d")):
-        said = life.ssh("systemctl is-active cloud-controller-manager; grep -e local-zone -e multizone /etc/gce.conf; "
+        said = life.ssh("systemctl is-active cloud-controller-manager; grep -e ^local-zone -e ^multizone /etc/gce.conf; "
                         "systemctl cat kube-controller-manager | grep -o -e '--cloud-provider=[a-z]*'", name=name).stdout
         assert said == "active\nlocal-zone = europe-west1-%s\nmultizone = true\n--cloud-provider=external\n" % zone, said
     assert cloud_controller_leader(life) in ("k-master", "k-master-c", "k-master-d")
@@ -355,7 +355,6 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
 
     status = life.step("status", "status", "zone=europe-west1-b", expect_changed=0)
     assert "LOAD BALANCER: single" in status.stdout and "k-master" in status.stdout, status.stdout[-3000:]
-
 
     # europe-west1-d comes back: the old member's etcd is refused by the new cluster.
     control(life.env, "POST", "zones/europe-west1-d/up")
