@@ -200,7 +200,7 @@ def test_the_cloud_controller_manager_is_fetched_checked_and_kept_as_the_users_o
     done, again = run(tmp_path, entry="cloud_controller", **settings)
     assert done.returncode == 0 and open(again, "rb").read() == binary.read_bytes(), done.stdout[-3000:]
     os.chmod(os.path.dirname(again), 0o777)
-    done, _ = run(tmp_path, entry="cloud_controller", **settings)
+    done = run(tmp_path, entry="cloud_controller", **settings)[0]
     assert done.returncode != 0, done.stdout[-3000:]
     assert "%s in the controller's cache may be written by someone else" % os.path.dirname(again) in done.stdout
     assert "Nothing was changed" in done.stdout
@@ -225,7 +225,7 @@ def test_a_bad_cloud_controller_manager_setting_stops_with_the_reason(tmp_path, 
     elif case == "unreachable":
         settings["cloud_controller_manager_url"] = url + ".missing"
         expected = "could not be fetched from cloud_controller_manager_url on the controller: "
-    done, _ = run(tmp_path, entry="cloud_controller", **settings)
+    done = run(tmp_path, entry="cloud_controller", **settings)[0]
     assert done.returncode != 0 and expected in done.stdout, done.stdout[-3000:]
     assert "Nothing was changed" in done.stdout and url not in done.stdout.split("TASK")[-1]
     cache = tmp_path / "xdg" / "kubeha.gce" / "kubernetes"
