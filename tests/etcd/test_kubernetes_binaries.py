@@ -192,7 +192,8 @@ def test_the_cloud_controller_manager_is_fetched_checked_and_kept_as_the_users_o
     settings = {"cloud_controller_manager_url": "file://%s" % binary, "cloud_controller_manager_checksum": checksum}
     done, cached = run(tmp_path, check=True, entry="cloud_controller", **settings)
     assert done.returncode == 0 and recap(done)["changed"] == 0, done.stdout[-3000:]
-    assert cached == str(tmp_path / "xdg" / "kubeha.gce" / "kubernetes" / ("cloud-controller-manager-" + checksum[7:23]))
+    assert cached == str(tmp_path / "xdg" / "kubeha.gce" / "kubernetes" / ("cloud-controller-manager-" + checksum[7:23])
+                         / "cloud-controller-manager")
     assert open(cached, "rb").read() == binary.read_bytes() and os.access(cached, os.X_OK)
     # A copy in the cache that differs from the checksum is fetched again; one that others may write is refused.
     with open(cached, "w", encoding="utf-8") as handle:
@@ -203,6 +204,7 @@ def test_the_cloud_controller_manager_is_fetched_checked_and_kept_as_the_users_o
     done = run(tmp_path, entry="cloud_controller", **settings)[0]
     assert done.returncode != 0, done.stdout[-3000:]
     assert "%s in the controller's cache may be written by someone else" % os.path.dirname(again) in done.stdout
+    assert "Remove %s to have it fetched again" % os.path.dirname(again) in done.stdout
     assert "Nothing was changed" in done.stdout
 
 

@@ -235,12 +235,11 @@ def write_inventory() -> str:
     keep = ("-" + hashlib.sha1(checksum.encode()).hexdigest()[:12],  # as roles/kubeha names them
             "cloud-controller-manager-" + ccm_checksum.split(":")[1][:16])
     for name in os.listdir(cache) if os.path.isdir(cache) else []:
-        if name.startswith(".") or name.endswith(keep[0]) or name == keep[1]:
-            continue
-        if os.path.isdir(os.path.join(cache, name)):
-            shutil.rmtree(os.path.join(cache, name), ignore_errors=True)
-        else:
-            os.unlink(os.path.join(cache, name))
+        path = os.path.join(cache, name)
+        if not os.path.isdir(path):
+            os.unlink(path)  # nothing the roles leave there is a file
+        elif not name.startswith(".") and not name.endswith(keep[0]) and name != keep[1]:
+            shutil.rmtree(path, ignore_errors=True)
     settings: dict[str, t.Any] = {
         "ansible_connection": "local",
         "ansible_python_interpreter": sys.executable,
