@@ -18,8 +18,8 @@ description:
     is finished by the next one.
   - The firewall rule C(CLUSTER-master-https) lets TCP O(https_port) reach the instances with the network tag
     C(CLUSTER-master) from O(https_source_ranges).
-  - The firewall rule C(CLUSTER-master-etcd) lets TCP 2379-2381 (the etcd client port, where each member's health
-    is read, its peer port, and that of the events etcd) reach the instances tagged C(CLUSTER-master) from the
+  - The firewall rule C(CLUSTER-master-etcd) lets TCP 2379-2381 and 4002 (the etcd client port, where each member's
+    health is read, its peer port, and the events etcd's peer and client ports) reach the instances tagged C(CLUSTER-master) from the
     instances with the same tag, and from nowhere else; etcd asks for a client certificate on 2379. So a
     custom-mode network with only the cluster's own rules works as GCE's C(default) network does.
   - The firewall rule C(CLUSTER-master-ssh) lets TCP 22 reach them from O(ssh_source_ranges), only when that is
@@ -227,7 +227,7 @@ actions:
     - reserve address kubernetes-master-ip (europe-west1)
     - label address kubernetes-master-ip (europe-west1) with kubeha-cluster=kubernetes, kubeha-role=master
     - create firewall kubernetes-master-https (tcp:443 to tag kubernetes-master)
-    - create firewall kubernetes-master-etcd (tcp:2379-2381 to tag kubernetes-master)
+    - create firewall kubernetes-master-etcd (tcp:2379-2381,4002 to tag kubernetes-master)
 """
 
 from ansible_collections.kubeha.gce.plugins.module_utils._gce.module import checked, converge, gce_module

@@ -8,7 +8,7 @@
   the ranges of GCE's health checkers when those are narrower than everyone;
 * the firewall rule ``{cluster}-master-etcd``: etcd traffic from master to master, by network tag: the
   client port 2379 (each member's health is read at its own client URL; etcd asks for a client
-  certificate there), the peer port 2380 and 2381, the events etcd's peer port;
+  certificate there), the peer port 2380, and the events etcd's peer port 2381 and client port 4002;
 * optionally ``{cluster}-master-ssh``: SSH from the given ranges.
 
 Firewall rules take no labels: they are the cluster's by the owner marker in their description.
@@ -45,8 +45,8 @@ from ansible_collections.kubeha.gce.plugins.module_utils._gce.replica import clu
 STATES = ("present", "absent")
 #: Where Compute Engine's health checkers (and legacy network load balancer checks) send from.
 HEALTH_CHECK_RANGES = ("35.191.0.0/16", "209.85.152.0/22", "209.85.204.0/22", "130.211.0.0/22")
-ETCD_PORTS = "2379-2381"
-SSH_PORT = "22"
+ETCD_PORTS = ("2379-2381", "4002")
+SSH_PORT = ("22",)
 #: The firewall fields that are compared and patched, in the order they are reported.
 FIREWALL_FIELDS = ("allowed", "sourceRanges", "sourceTags", "targetTags", "disabled")
 
@@ -56,7 +56,7 @@ class Rule(t.NamedTuple):
 
     name: str
     purpose: str
-    ports: str
+    ports: tuple[str, ...]
     source_ranges: tuple[str, ...]
     source_tags: tuple[str, ...]
     target_tags: tuple[str, ...]
@@ -99,7 +99,7 @@ class Spec(t.NamedTuple):
         """The firewall rules the cluster needs, in the order they are made."""
         https, etcd, ssh = self.firewall_names
         rules = [
-            Rule(https, "HTTPS to the API servers of the masters", str(self.https_port), self.https_source_ranges,
+            Rule(https, "HTTPS to the API servers of the masters", (str(self.https_port),), self.https_source_ranges,
                  (), (self.tag,)),
             Rule(etcd, "etcd client and peer traffic between the masters", ETCD_PORTS, (), (self.tag,), (self.tag,)),
         ]
@@ -396,7 +396,7 @@ class MasterNetwork(Converger):
         network = spec.network if "/" in spec.network else "projects/%s/global/networks/%s" % (
             self.api.project, spec.network)
         body: dict[str, t.Any] = {"name": rule.name, "description": spec.description(rule.purpose), "network": network,
-                                  "direction": "INGRESS", "allowed": [{"IPProtocol": "tcp", "ports": [rule.ports]}]}
+                                  "direction": "INGRESS", "allowed": [{"IPProtocol": "tcp", "ports": list(rule.ports)}]}
         if rule.source_ranges:
             body["sourceRanges"] = list(rule.source_ranges)
         if rule.source_tags:
@@ -409,7 +409,7 @@ class MasterNetwork(Converger):
         current = self.firewalls.get(rule.name)
         label = "firewall %s" % rule.name
         if current is None:
-            self._act("create %s (tcp:%s to tag %s)" % (label, rule.ports, ", ".join(rule.target_tags)),
+            self._act("create %s (tcp:%s to tag %s)" % (label, ",".join(rule.ports), ", ".join(rule.target_tags)),
                       lambda: self.api.insert("firewalls", body, self.spec.wait_timeout, "creating %s" % label))
             return
         fields = self.differs(current, body)

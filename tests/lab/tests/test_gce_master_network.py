@@ -77,7 +77,7 @@ def test_check_mode_then_present_then_rerun(lab, run, compute):
         "reserve address k-master-ip (europe-west1)",
         "label address k-master-ip (europe-west1) with kubeha-cluster=k, kubeha-role=master",
         "create firewall k-master-https (tcp:443 to tag k-master)",
-        "create firewall k-master-etcd (tcp:2379-2381 to tag k-master)",
+        "create firewall k-master-etcd (tcp:2379-2381,4002 to tag k-master)",
     ]
     address = get_address(compute)
     assert address["labels"] == LABELS and address["addressType"] == "EXTERNAL"
@@ -88,7 +88,7 @@ def test_check_mode_then_present_then_rerun(lab, run, compute):
     assert found["k-master-https"]["allowed"] == [{"IPProtocol": "tcp", "ports": ["443"]}]
     assert found["k-master-https"]["sourceRanges"] == ["0.0.0.0/0"]
     assert found["k-master-https"]["targetTags"] == ["k-master"]
-    assert found["k-master-etcd"]["allowed"] == [{"IPProtocol": "tcp", "ports": ["2379-2381"]}]
+    assert found["k-master-etcd"]["allowed"] == [{"IPProtocol": "tcp", "ports": ["2379-2381", "4002"]}]
     assert found["k-master-etcd"]["sourceTags"] == ["k-master"] and not found["k-master-etcd"].get("sourceRanges")
     assert "kubeha-cluster=k" in found["k-master-etcd"]["description"]
     assert [f["name"] for f in done["firewalls"]] == ["k-master-etcd", "k-master-https"]
@@ -125,7 +125,7 @@ def test_narrowed_ranges_ssh_and_drift(lab, run, compute):
     found = firewalls(compute)
     assert found["k-master-https"]["targetTags"] == ["k-master"]
     assert found["k-master-https"]["sourceRanges"] == ["10.132.0.0/20"] + HEALTH_CHECK_RANGES
-    assert found["k-master-etcd"]["allowed"] == [{"IPProtocol": "tcp", "ports": ["2379-2381"]}]
+    assert found["k-master-etcd"]["allowed"] == [{"IPProtocol": "tcp", "ports": ["2379-2381", "4002"]}]
     assert not found["k-master-etcd"].get("sourceRanges") and found["k-master-etcd"]["sourceTags"] == ["k-master"]
     rerun_changes_nothing(lab, run, args)
 

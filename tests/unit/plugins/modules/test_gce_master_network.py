@@ -70,7 +70,7 @@ def https(**kw):
 
 def etcd(**kw):
     kw.setdefault("source_tags", ["k-master"])
-    return firewall("k-master-etcd", kw.pop("description", ETCD_DESCRIPTION), kw.pop("ports", ["2379-2381"]), **kw)
+    return firewall("k-master-etcd", kw.pop("description", ETCD_DESCRIPTION), kw.pop("ports", ["2379-2381", "4002"]), **kw)
 
 
 def ssh(**kw):
@@ -140,7 +140,7 @@ def test_create_all_in_order_with_exact_bodies():
          "targetTags": ["k-master"]},
         {"name": "k-master-etcd", "description": ETCD_DESCRIPTION,
          "network": "projects/kubeha-test/global/networks/default", "direction": "INGRESS",
-         "allowed": [{"IPProtocol": "tcp", "ports": ["2379-2381"]}], "sourceTags": ["k-master"],
+         "allowed": [{"IPProtocol": "tcp", "ports": ["2379-2381", "4002"]}], "sourceTags": ["k-master"],
          "targetTags": ["k-master"]},
     ]
     assert http.calls[len(READ_NAMES)].path == "projects/kubeha-test/regions/europe-west1/addresses"
@@ -149,12 +149,12 @@ def test_create_all_in_order_with_exact_bodies():
         "reserve address k-master-ip (europe-west1) at 203.0.113.20",
         "label address k-master-ip (europe-west1) with kubeha-cluster=k, kubeha-role=master",
         "create firewall k-master-https (tcp:443 to tag k-master)",
-        "create firewall k-master-etcd (tcp:2379-2381 to tag k-master)",
+        "create firewall k-master-etcd (tcp:2379-2381,4002 to tag k-master)",
     ]
     assert result["address"] == {"name": "k-master-ip", "ip": IP, "self_link": ADDRESS_LINK, "users": []}
     assert [f["name"] for f in result["firewalls"]] == ["k-master-etcd", "k-master-https"]
     assert result["firewalls"][0] == {
-        "name": "k-master-etcd", "direction": "INGRESS", "allowed": [{"protocol": "tcp", "ports": ["2379-2381"]}],
+        "name": "k-master-etcd", "direction": "INGRESS", "allowed": [{"protocol": "tcp", "ports": ["2379-2381", "4002"]}],
         "source_ranges": [], "source_tags": ["k-master"], "target_tags": ["k-master"],
         "self_link": "%s/firewalls/k-master-etcd" % GLOBAL_URL}
     assert "diff" not in result
@@ -172,7 +172,7 @@ def test_check_mode_plans_everything_and_changes_nothing():
         "reserve address k-master-ip (europe-west1)",
         "label address k-master-ip (europe-west1) with kubeha-cluster=k, kubeha-role=master",
         "create firewall k-master-https (tcp:443 to tag k-master)",
-        "create firewall k-master-etcd (tcp:2379-2381 to tag k-master)",
+        "create firewall k-master-etcd (tcp:2379-2381,4002 to tag k-master)",
         "create firewall k-master-ssh (tcp:22 to tag k-master)",
     ]
     assert result["diff"]["before"] == {"address": None, "firewalls": {}}
