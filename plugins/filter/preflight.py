@@ -245,7 +245,8 @@ def _one_more(targets: t.Sequence[t.Mapping[str, t.Any]]) -> str:
 
 def remove_request_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], targets: t.Sequence[t.Mapping[str, t.Any]],
                             etcd: t.Mapping[str, t.Any] | None = None, unavailable: t.Sequence[str] = (),
-                            absent_ok: bool = False, allow_even: bool = False) -> list[str]:
+                            absent_ok: bool = False, allow_even: bool = False,
+                            events: t.Mapping[str, t.Any] | None = None) -> list[str]:
     """Why a remove run of ``targets`` (as kubeha.gce.remove_targets returns them, in their order) must not start;
     empty when it may.
 
@@ -255,7 +256,7 @@ def remove_request_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], targets
     ``allow_even``, or unless every replica removed is lost already: the cluster then lives with one fewer either
     way, and removing them is how it gets back). Then etcd (``etcd``, as kubeha.gce.etcd_member_info read it), step
     by step in the run's order, as each step is checked when it comes (see etcd_problems): every other member healthy
-    and the healthy voters left a quorum.
+    and the healthy voters left a quorum; and the same of the events etcd (``events``) when the cluster runs one.
     """
     if not targets:
         return ["say which replicas to remove: set zone (one or more, comma-separated), or replica_name (one or more)"]
@@ -292,11 +293,13 @@ def remove_request_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], targets
             "more failures than %d do; remove one more in the same run (for example %s) to leave %d, or set "
             "allow_even=true to do it anyway"
             % (staying, quorum(staying), staying, staying, staying - 1, _one_more(targets), staying - 1))
-    if info and not problems:
-        members = list(info.get("members") or [])
+    for label, read in (("", info), ("events etcd: ", events or {})):
+        if not read or problems:
+            continue
+        members = list(read.get("members") or [])
         for target in existing:
-            step = dict(info, members=members)
-            problems += ["before %s is removed: %s" % (target["name"], problem)
+            step = dict(read, members=members)
+            problems += ["before %s is removed: %s%s" % (target["name"], label, problem)
                          for problem in etcd_problems(step, [target], removing=True)]
             if problems:
                 break
@@ -308,6 +311,18 @@ def unlisted_members(info: t.Mapping[str, t.Any], replicas: t.Sequence[t.Mapping
     """The etcd members (as kubeha.gce.etcd_member_info returns them) of no replica in ``replicas``: in a zone
     outage, the members of the replicas that the zone's silence keeps from being listed."""
     return [dict(m) for m in info.get("members") or [] if not _is(m, list(replicas))]
+
+
+def member_of(info: t.Mapping[str, t.Any], replica: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """The etcd member (as kubeha.gce.etcd_member_info lists it in ``info``) of ``replica``: the one of its name, or
+    else one that peers on its internal IP (a learner that never started has no name yet); {} when there is none."""
+    members = list(info.get("members") or [])
+    named = [m for m in members if replica.get("name") and m.get("name") == replica["name"]]
+    if named:
+        return dict(named[0])
+    address = replica.get("internal_ip")
+    peering = [m for m in members if address and any(urlsplit(u).hostname == address for u in m.get("peer_urls") or [])]
+    return dict(peering[0]) if peering else {}
 
 
 def _member_label(member: t.Mapping[str, t.Any]) -> str:
@@ -382,23 +397,29 @@ def recover_target(replicas: t.Sequence[t.Mapping[str, t.Any]], name: str | None
 
 
 def recover_plan(target: t.Mapping[str, t.Any], member: t.Mapping[str, t.Any] | None = None,
-                 lb: t.Mapping[str, t.Any] | None = None, mode: str = "auto") -> dict[str, t.Any]:
+                 lb: t.Mapping[str, t.Any] | None = None, mode: str = "auto",
+                 events: t.Mapping[str, t.Any] | None = None) -> dict[str, t.Any]:
     """Whether the replica ``target`` has failed, and why, and whether recover makes it again on its data disk with
     its etcd member (``reuse``) or as a new member. Failed: its VM is not running, its etcd ``member`` (as
     etcd_member_info lists it; empty when it has none) is unhealthy or only a learner, or the load balancer (``lb``, as
     ha_lb_info returns it) balances without it, as a recover or replicate stopped before its last steps leaves it.
-    ``reuse``: mode reuse_disk, or auto while its member is still listed as a voter."""
-    member, lb = member or {}, lb or {}
+    ``reuse``: mode reuse_disk, or auto while its member is still listed as a voter. ``events`` is its member of the
+    events etcd when the cluster runs one (None when it does not), judged as ``member`` is."""
+    members = {"etcd": member or {}}
+    if events is not None:
+        members["events etcd"] = events or {}
+    lb = lb or {}
     why = []
     if target.get("status") != "RUNNING":
         why.append("its VM is %s" % ("gone" if not target.get("status") else target["status"]))
-    if member.get("is_learner"):
-        why.append("its etcd member is only a learner")
-    elif not member.get("healthy"):
-        why.append("its etcd member is %s" % ("unhealthy" if member else "missing"))
+    for label, one in members.items():
+        if one.get("is_learner"):
+            why.append("its %s member is only a learner" % label)
+        elif not one.get("healthy"):
+            why.append("its %s member is %s" % (label, "unhealthy" if one else "missing"))
     if lb.get("state") == "balanced" and target.get("name") not in [m.get("name") for m in lb.get("members") or []]:
         why.append("the load balancer does not send it requests")
-    reuse = mode == "reuse_disk" or (mode == "auto" and bool(member) and not member.get("is_learner"))
+    reuse = mode == "reuse_disk" or (mode == "auto" and all(one and not one.get("is_learner") for one in members.values()))
     return {"failed": bool(why), "why": why, "reuse": reuse}
 
 
@@ -522,5 +543,6 @@ class FilterModule:
             "remove_targets": remove_targets,
             "remove_request_problems": remove_request_problems,
             "unlisted_members": unlisted_members,
+            "member_of": member_of,
             "resource_names": names.resource_names,
         }

@@ -64,8 +64,20 @@ def stamp_digest(value: t.Any, trees: t.Sequence[str] = ()) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+def _member_problem(label: str, member: t.Mapping[str, t.Any] | None, peer: str) -> str | None:
+    """Why ``member`` (of the etcd cluster called ``label``) does not count as converged; None when it does."""
+    if member is None or member.get("is_learner"):
+        return "it is not a voting %s member" % label
+    if not member.get("healthy"):
+        return "its %s member is not healthy" % label
+    if not any(url.startswith(peer) for url in member.get("peer_urls") or []):
+        return "its %s member's peer URLs %s are not at its internal IP" % (label, ", ".join(member.get("peer_urls") or []))
+    return None
+
+
 def stamp_report(results: t.Sequence[t.Mapping[str, t.Any]], etcd_members: t.Sequence[t.Mapping[str, t.Any]],
-                 certificates_only: t.Container[str] = (), expected: t.Sequence[str] = ()) -> dict[str, t.Any]:
+                 certificates_only: t.Container[str] = (), expected: t.Sequence[str] = (),
+                 events_members: t.Sequence[t.Mapping[str, t.Any]] | None = None) -> dict[str, t.Any]:
     """Which replicas are as they were converged, from a loop of replica_stamp_info over them, and why the others are not.
 
     A replica is current when every part compared is current and it is a healthy voting etcd member whose peer URL
@@ -73,13 +85,17 @@ def stamp_report(results: t.Sequence[t.Mapping[str, t.Any]], etcd_members: t.Seq
     replicas in certificates_only (those a run converges only the certificates of), only the ``pki`` part counts;
     how their other parts drifted since they were converged (not new inputs) is in ``not_converged``.
     A replica in expected that was not compared at all (its VM not running, no SSH answer) is named too.
+    With ``events_members`` (the events etcd's, when the cluster runs one), it must be such a member there too.
     """
     current, why, not_converged = [], {}, {}
     for result in results:
         replica = result.get("item") or {}
         name = replica.get("name")
-        member = next((m for m in etcd_members if m.get("name") == name), None)
         peer = "https://%s:" % replica.get("internal_ip")
+        clusters = [("etcd", etcd_members)] + ([("events etcd", events_members)] if events_members is not None else [])
+        membership = [_member_problem(label, next((m for m in members if m.get("name") == name), None), peer)
+                      for label, members in clusters]
+        membership = [problem for problem in membership if problem]
         parts = result.get("parts") or {}
         counted = {p: r for p, r in parts.items() if name not in certificates_only or p == "pki"}
         others = {p: r for p, r in parts.items() if p not in counted and r.get("drift")}
@@ -89,12 +105,8 @@ def stamp_report(results: t.Sequence[t.Mapping[str, t.Any]], etcd_members: t.Seq
             why[name] = "could not be compared: %s" % (result.get("msg") or "no answer")
         elif not all(r["current"] for r in counted.values()):
             why[name] = _differences({p: r for p, r in counted.items() if not r["current"]})
-        elif member is None or member.get("is_learner"):
-            why[name] = "it is not a voting etcd member"
-        elif not member.get("healthy"):
-            why[name] = "its etcd member is not healthy"
-        elif not any(url.startswith(peer) for url in member.get("peer_urls") or []):
-            why[name] = "its etcd member's peer URLs %s are not at its internal IP" % ", ".join(member.get("peer_urls") or [])
+        elif membership:
+            why[name] = membership[0]
         else:
             current.append(name)
     compared = {(r.get("item") or {}).get("name") for r in results}

@@ -38,13 +38,48 @@ def _replica_state(replica: t.Mapping[str, t.Any] | None, member: t.Mapping[str,
     return _member_state(member, etcd_read) or "ok"
 
 
+# What a report says of an etcd cluster's membership.
+_COUNTS = ("voters", "healthy_voters", "quorum", "has_quorum")
+
+
+def _events_problems(events: t.Mapping[str, t.Any], replicas: t.Sequence[t.Mapping[str, t.Any]]) -> list[str]:
+    """What is wrong with the events etcd (as etcd_member_info returned it; empty: it could not be read)."""
+    if "has_quorum" not in events:
+        return ["the events etcd could not be read through any replica"]
+    if not events.get("has_quorum"):
+        return ["the events etcd has NO QUORUM: %s of %s voting members healthy, %s needed; the API cannot write events"
+                % (events.get("healthy_voters"), events.get("voters"), events.get("quorum"))]
+    members = {m.get("name"): m for m in events.get("members") or [] if m.get("name")}
+    problems = []
+    for replica in replicas:
+        if replica.get("etcd") != "voter" or not replica.get("etcd_healthy"):
+            continue  # said already, of the main etcd
+        member = members.get(replica["name"])
+        if member is None:
+            problems.append("%s: events etcd not a member" % replica["name"])
+        elif member.get("is_learner") or not member.get("healthy"):
+            problems.append("%s: events etcd %s" % (replica["name"], "learner" if member.get("is_learner") else "unhealthy"))
+    # Members that belong to no replica: left by a run stopped between the two etcd clusters.
+    names = {replica["name"] for replica in replicas}
+    for name, member in sorted(members.items()):
+        if name not in names:
+            problems.append("events etcd member %s belongs to no replica of the cluster (%s)"
+                            % (name, "healthy" if member.get("healthy") else "unhealthy"))
+    unnamed = [m for m in events.get("members") or [] if not m.get("name")]
+    if unnamed:
+        problems.append("%d events etcd learner(s) never started (a run stopped midway)" % len(unnamed))
+    return problems
+
+
 def cluster_report(cluster: t.Mapping[str, t.Any], etcd: t.Mapping[str, t.Any] | None = None,
-                   lb: t.Mapping[str, t.Any] | None = None, reachable: t.Sequence[str] = ()) -> dict[str, t.Any]:
+                   lb: t.Mapping[str, t.Any] | None = None, reachable: t.Sequence[str] = (),
+                   events: t.Mapping[str, t.Any] | None = None) -> dict[str, t.Any]:
     """Whether the cluster is healthy or degraded, why, and what to do, from what the status role read.
 
     ``cluster`` is what gce_master_replica_info returned, ``etcd`` what etcd_member_info returned through a
     replica (empty when no replica could read it), ``lb`` what ha_lb_info returned and ``reachable`` the
-    names of the replicas that answered over SSH.
+    names of the replicas that answered over SSH. ``events`` is what etcd_member_info returned of the events etcd
+    when the cluster runs one (None when it does not; empty when it could not be read).
     """
     etcd = etcd or {}
     lb = lb or {}
@@ -76,6 +111,8 @@ def cluster_report(cluster: t.Mapping[str, t.Any], etcd: t.Mapping[str, t.Any] |
         if replica["state"] not in ("ok", "zone unavailable"):
             problems.append("%s%s: %s" % (replica["name"], " (%s)" % replica["zone"] if replica["zone"] else "",
                                           replica["state"]))
+    if events is not None:
+        problems += _events_problems(events, replicas)
     unnamed = [m for m in etcd.get("members") or [] if not m.get("name")]
     if unnamed:
         problems.append("%d etcd learner(s) never started (a run stopped midway)" % len(unnamed))
@@ -101,9 +138,9 @@ def cluster_report(cluster: t.Mapping[str, t.Any], etcd: t.Mapping[str, t.Any] |
     return {
         "degraded": bool(problems), "problems": problems, "advice": advice, "replicas": replicas,
         "unavailable_zones": unavailable,
-        "etcd": {key: etcd.get(key) for key in ("voters", "healthy_voters", "quorum", "has_quorum")}
-        if etcd_read else {"voters": None, "healthy_voters": None, "quorum": None, "has_quorum": None},
+        "etcd": {key: etcd.get(key) if etcd_read else None for key in _COUNTS},
         "etcd_leader": (etcd.get("leader") or {}).get("name") if etcd_read else None,
+        "events_etcd": None if events is None else {key: events.get(key) for key in _COUNTS},
         "load_balancer": {"state": lb.get("state"), "members": dict(sorted(lb_health.items()))},
     }
 
@@ -138,9 +175,22 @@ def snapshot_summary(result: t.Mapping[str, t.Any] | None, host: str, copy: str 
         snapshot["path"], host, snapshot["revision"], snapshot.get("total_keys"), "; copied to %s" % copy if copy else "")
 
 
+def etcd_summary(info: t.Mapping[str, t.Any] | None, label: str | None = None) -> str:
+    """One line for a run's summary: an etcd cluster's membership as etcd_member_info returned it (``info``), named
+    ``label``, or else the label of the loop item it was read for (a cluster of kubeha_etcd_clusters), or C(etcd)."""
+    info = info or {}
+    item = info.get("item")
+    label = label or (item.get("label") if isinstance(item, t.Mapping) else None) or "etcd"
+    if "voters" not in info:
+        return "%s: not read" % label
+    return "%s: %s voting members, %s healthy, leader %s, %d learners" % (
+        label, info.get("voters"), info.get("healthy_voters"), (info.get("leader") or {}).get("name") or "none",
+        len(info.get("learners") or []))
+
+
 class FilterModule:
     """The status report of kubeha.gce."""
 
     def filters(self) -> dict[str, t.Callable[..., t.Any]]:
         return {"cluster_report": cluster_report, "certificate_expiry": certificate_expiry,
-                "snapshot_summary": snapshot_summary}
+                "snapshot_summary": snapshot_summary, "etcd_summary": etcd_summary}

@@ -12,6 +12,7 @@ from ansible_collections.kubeha.gce.plugins.filter.preflight import (
     bootstrap_problems,
     etcd_problems,
     fault_tolerance,
+    member_of,
     quorum,
     recover_problems,
     recover_plan,
@@ -92,6 +93,19 @@ def test_remove_rules():
         "zone europe-west1-b holds 2 replicas (k-master, k-master-b2): set replica_name to say which one"]
     assert remove_problems(THREE) == [
         "say which replica to remove: set replica_name, or zone when the zone holds only one replica"]
+
+
+def test_the_member_of_a_replica_by_name_or_else_by_its_internal_ip_in_either_etcd():
+    target = dict(replica("k-master-d", "europe-west1-d"), internal_ip="10.132.0.4")
+    main = {"members": [member("k-master", "10.132.0.2"), member("", "10.132.0.4", learner=True)]}
+    events = {"members": [dict(member("k-master", "10.132.0.2"), peer_urls=["https://10.132.0.2:2381"]),
+                          dict(member("k-master-d", "10.132.0.9"), peer_urls=["https://10.132.0.9:2381"])]}
+    # A learner that never started is found by the IP it peers on, whatever the port.
+    assert member_of(main, target)["is_learner"] is True
+    # The name comes first: a member that kept its name but peers elsewhere (a replica that moved) is still its own.
+    assert member_of(events, target)["peer_urls"] == ["https://10.132.0.9:2381"]
+    assert member_of({"members": [member("k-master", "10.132.0.2")]}, target) == {}
+    assert member_of({}, target) == {}
 
 
 def test_remove_from_a_zone_that_does_not_answer_is_left_to_etcd():
@@ -230,7 +244,8 @@ def test_removal_keeps_a_quorum_of_healthy_voters():
 
 
 def test_the_filters_are_registered():
-    names = ["bootstrap_problems", "etcd_problems", "fault_tolerance", "quorum", "recover_plan", "recover_problems", "recover_target", "remove_problems",
+    names = ["bootstrap_problems", "etcd_problems", "fault_tolerance", "member_of", "quorum", "recover_plan", "recover_problems",
+             "recover_target", "remove_problems",
              "remove_request_problems", "remove_targets", "replica_targets",
              "replicate_problems", "resource_names", "restore_problems", "restore_target", "unlisted_members", "zone_name_problems",
              "zone_problems", "zone_region"]
@@ -285,6 +300,12 @@ def test_a_replica_has_failed_when_its_vm_its_member_or_the_load_balancer_says_s
     assert learner["why"] == ["its etcd member is only a learner"] and learner["reuse"] is False
     assert recover_plan(well, dict(voter, is_learner=True), balanced, "reuse_disk")["reuse"] is True
     assert recover_plan(well, voter, balanced, "replace")["reuse"] is False
+    # With an events etcd, its member there is judged the same way, and the disk is reused only when both are voters.
+    assert recover_plan(well, voter, balanced, events=voter) == {"failed": False, "why": [], "reuse": True}
+    gone = recover_plan(well, voter, balanced, events={})
+    assert gone["why"] == ["its events etcd member is missing"] and gone["reuse"] is False
+    assert recover_plan(well, voter, balanced, events=dict(voter, is_learner=True))["why"] == [
+        "its events etcd member is only a learner"]
 
 
 def running(replicas):
@@ -395,6 +416,11 @@ def test_a_removal_that_leaves_an_even_count_is_refused_with_the_way_forward():
     assert remove_request_problems(RUNNING3, one, info, allow_even=True) == []
     two = remove_targets(RUNNING3, zones="europe-west1-c,europe-west1-d", etcd=info)
     assert remove_request_problems(RUNNING3, two, info) == []
+    # The events etcd is checked step by step as the main one is: a member of it that is down stops the run first.
+    assert remove_request_problems(RUNNING3, two, info, events=membership(RUNNING3)) == []
+    sick = membership(RUNNING3, k_master=False)
+    assert remove_request_problems(RUNNING3, two, info, events=sick)[0].startswith(
+        "before k-master-c is removed: events etcd: etcd member k-master (https://10.132.0.2:2380) is unhealthy")
     five = membership(FIVE)
     assert remove_request_problems(FIVE, remove_targets(FIVE, zones="europe-west1-e,europe-west1-f", etcd=five), five) == []
     assert "leave 4 replicas" in remove_request_problems(FIVE, remove_targets(FIVE, zones="europe-west1-f", etcd=five), five)[0]

@@ -60,6 +60,13 @@ def test_the_report_names_each_replica_that_is_not_current_and_why():
                 "k-master-g": "its etcd member's peer URLs https://10.0.0.99:2380 are not at its internal IP",
                 "k-master-x": "not compared: its VM is not running, or it did not answer over SSH"},
         "not_converged": {"k-master": "services: service kube-scheduler is inactive enabled"}}
+    # With an events etcd, a replica must be a healthy voter there too, at its internal IP.
+    events = [dict(member("k-master", "10.0.0.2"), peer_urls=["https://10.0.0.2:2381"]),
+              dict(member("k-master-b", "10.0.0.9", learner=True), peer_urls=["https://10.0.0.9:2381"])]
+    report = stamp_report(results, members, certificates_only=["k-master", "k-master-b"], events_members=events)
+    assert report["current"] == ["k-master"]
+    assert report["why"]["k-master-b"] == "it is not a voting events etcd member"
+    assert report["why"]["k-master-h"] == "it is not a voting events etcd member"
 
 
 def test_the_options_of_roles_come_from_their_argument_specs_or_defaults():

@@ -45,7 +45,7 @@ def test_a_healthy_cluster_is_not_degraded():
     assert report["etcd_leader"] == "k-master"
     assert report["load_balancer"] == {"state": "balanced", "members": {"k-master": "HEALTHY", "k-master-c": "HEALTHY"}}
     assert FilterModule().filters()["cluster_report"] is cluster_report
-    assert sorted(FilterModule().filters()) == ["certificate_expiry", "cluster_report", "snapshot_summary"]
+    assert sorted(FilterModule().filters()) == ["certificate_expiry", "cluster_report", "etcd_summary", "snapshot_summary"]
 
 
 def test_a_zone_outage_reports_the_member_there_and_keeps_the_rest():
@@ -125,3 +125,39 @@ def test_snapshot_summary_names_the_file_the_replica_and_the_copy():
     assert summary({"snapshot": {"path": "/d/k-1.db"}}, "k-master") == "etcd snapshot: /d/k-1.db on k-master would be taken (check mode)"
     assert summary({}, "k-master") == summary({"skipped": True}, "k-master") == \
         "etcd snapshot: none taken (the etcd membership did not change)"
+
+
+def test_the_events_etcd_is_reported_beside_the_main_one():
+    main = etcd(member("k-master", leader=True), member("k-master-c"), member("k-master-d"))
+    reachable = ["k-master", "k-master-c", "k-master-d"]
+    events = etcd(member("k-master"), member("k-master-c", leader=True), member("k-master-d"))
+    report = cluster_report(THREE, main, LB, reachable, events=events)
+    assert report["degraded"] is False and report["events_etcd"]["has_quorum"] is True
+    # Without an events etcd there is nothing to say of it.
+    assert cluster_report(THREE, main, LB, reachable)["events_etcd"] is None
+    # A replica that is a healthy voter of the main etcd but not of the events one, and an events etcd that no
+    # replica could read, each degrade the cluster.
+    learner = etcd(member("k-master"), member("k-master-c"), member("k-master-d", learner=True))
+    report = cluster_report(THREE, main, LB, reachable, events=learner)
+    assert report["degraded"] is True and report["problems"] == ["k-master-d: events etcd learner"]
+    lost = etcd(member("k-master"), member("k-master-c", healthy=False), member("k-master-d", healthy=False))
+    assert cluster_report(THREE, main, LB, reachable, events=lost)["problems"] == [
+        "the events etcd has NO QUORUM: 1 of 3 voting members healthy, 2 needed; the API cannot write events"]
+    assert cluster_report(THREE, main, LB, reachable, events={})["problems"] == [
+        "the events etcd could not be read through any replica"]
+    # A member of no replica (a run stopped between the two etcds), and a learner that never started, are said too.
+    left = etcd(member("k-master"), member("k-master-c"), member("k-master-d"), member("k-master-x", healthy=False),
+                member("", learner=True))
+    assert cluster_report(THREE, main, LB, reachable, events=left)["problems"] == [
+        "events etcd member k-master-x belongs to no replica of the cluster (unhealthy)",
+        "1 events etcd learner(s) never started (a run stopped midway)"]
+
+
+def test_etcd_summary_is_one_line_per_etcd_cluster():
+    summary = FilterModule().filters()["etcd_summary"]
+    main = etcd(member("k-master", leader=True), member("k-master-c"), member("k-master-d", healthy=False))
+    main["learners"] = []
+    assert summary(main) == "etcd: 3 voting members, 2 healthy, leader k-master, 0 learners"
+    assert summary({}, "events etcd") == "events etcd: not read"
+    # Read in a loop over the etcd clusters, each result carries its cluster's label.
+    assert summary(dict(main, item={"name": "events", "label": "events etcd"})).startswith("events etcd: 3 voting")
