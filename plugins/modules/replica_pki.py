@@ -183,8 +183,9 @@ changed_leaves:
   sample: [apiserver]
 earliest_expiry:
   description:
-    - The earliest expiry (ISO 8601) of the requested certificates, before and after the run, so that it covers
-      a certificate that was issued again but not yet written to the replica. Null when nothing is known.
+    - The earliest expiry (ISO 8601) of the requested certificates as the run leaves them (a certificate issued again
+      counts with its new expiry), which a stamp records once they are written. In check mode a certificate to be issued
+      again has no expiry yet and does not count. Null when nothing is known.
   returned: when O(replica) is given
   type: str
   sample: "2027-12-04T23:10:00+00:00"
@@ -246,7 +247,7 @@ def run(module: AnsibleModule) -> dict:
                 for name, user in KUBECONFIGS.items() if name in leaves
             }
     changed = [n for n in wanted if leaves[n]["reissued"]]
-    expiries = [side["not_after"] for n in wanted for side in (leaves[n]["before"], leaves[n]["after"])
+    expiries = [side["not_after"] for side in ((leaves[n]["after"] or leaves[n]["before"]) for n in wanted)
                 if side and side.get("not_after")]
     result.update(leaves=leaves, changed_leaves=changed, changed=result["changed"] or bool(changed),
                   earliest_expiry=min(expiries) if expiries else None)

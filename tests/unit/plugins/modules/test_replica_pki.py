@@ -126,6 +126,9 @@ def test_certificate_near_expiry_or_from_another_ca_is_issued_again(ca):
     renewed = run(ca=ca, replica=REPLICA, leaves=["scheduler"], current=current_of(short), renew_before_days=30)
     assert renewed["changed_leaves"] == ["scheduler"]
     assert "within the renewal window" in renewed["leaves"]["scheduler"]["reason"]
+    # The stamp records the expiry of the certificate issued again, not of the one it replaces.
+    assert renewed["earliest_expiry"] == renewed["leaves"]["scheduler"]["after"]["not_after"]
+    assert renewed["earliest_expiry"] > short["earliest_expiry"]
     other_ca = run(create_ca=True)["ca"]
     foreign = run(ca=other_ca, replica=REPLICA, leaves=["scheduler"])
     again = run(ca=ca, replica=REPLICA, leaves=["scheduler"], current=current_of(foreign))
