@@ -18,6 +18,8 @@ import os
 import stat
 import typing as t
 
+from ansible_collections.kubeha.gce.plugins.module_utils import _units
+
 FORMAT = 1
 
 Runner = t.Callable[[t.Sequence[str]], t.Tuple[int, str, str]]
@@ -167,9 +169,16 @@ def differences(recorded: t.Mapping[str, t.Any] | None, spec: t.Mapping[str, t.A
         if then.get(path) != current.get(path):
             was, now_is = then.get(path, "absent"), current.get(path, "absent")
             found.append("%s %s" % (path, "is missing" if now_is == "absent" else "is new" if was == "absent" else "changed"))
-    for unit, state in unit_states(recorded.get("units") or [], run).items():
+    states = unit_states(recorded.get("units") or [], run)
+    for unit, state in states.items():
         if state != "active enabled":
             found.append("service %s is %s" % (unit, state))
+    # A service that runs is not as converged while it runs with older files (a certificate written by a run that
+    # stopped before it restarted the service).
+    try:
+        found.extend(_units.stale(_units.check([u for u, s in states.items() if s.startswith("active ")], None, run)))
+    except _units.UnitsError as exc:
+        raise StampError(str(exc)) from exc
     expires = recorded.get("expires")
     if expires and _parse_time(expires) - datetime.timedelta(days=renew_before_days) <= now:
         found.append("a certificate expires at %s, within %d days" % (expires, renew_before_days))

@@ -7,10 +7,11 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import time
 
 import pytest
 
-from ansible_collections.kubeha.gce.plugins.module_utils import _stamp
+from ansible_collections.kubeha.gce.plugins.module_utils import _stamp, _units
 from ansible_collections.kubeha.gce.plugins.modules import replica_stamp, replica_stamp_info
 from ansible_collections.kubeha.gce.tests.unit.plugins.gce_http import run_module
 
@@ -149,6 +150,32 @@ def test_services_are_read_in_one_systemctl_call():
     now = datetime.datetime.now(datetime.timezone.utc)
     assert _stamp.differences(recorded, spec, systemctl, 30, now) == [
         "service kube-scheduler is inactive enabled", "service kube-nothing is inactive not-found"]
+    # Then, for the services that run, whether they run with older files than those on disk.
+    assert calls[-1] == ["systemctl", "show", "--property=" + _units.PROPERTIES, "--", "etcd.service"]
     assert _stamp.unit_states(["etcd", "kube-gone"], systemctl)["kube-gone"] == "unknown not-found"
     with pytest.raises(_stamp.StampError, match="systemctl show etcd failed: boom"):
         _stamp.unit_states(["etcd"], lambda argv: (1, "", "boom"))
+
+
+def test_a_service_that_runs_with_older_files_is_not_as_converged(tmp_path):
+    cert = tmp_path / "apiserver-etcd-client.crt"
+    cert.write_text("renewed\n")
+    started = int((time.monotonic() - 60) * 1e6)
+
+    def systemctl(argv):
+        if "--property=Id,ActiveState,UnitFileState" in argv:
+            return 0, "Id=kube-apiserver.service\nActiveState=active\nUnitFileState=enabled\n", ""
+        return 0, ("Id=kube-apiserver.service\nActiveState=active\nMainPID=0\nExecMainStartTimestampMonotonic=%d\n"
+                   "ExecStart={ path=/bin/true ; argv[]=/bin/true --etcd-certfile=%s ; ignore_errors=no }\n" % (started, cert)), ""
+
+    recorded = {"inputs": "x", "paths": [], "exclude": [], "units": ["kube-apiserver"], "files": {}}
+    spec = {"inputs": "x", "paths": [], "units": ["kube-apiserver"]}
+    now = datetime.datetime.now(datetime.timezone.utc)
+    assert _stamp.differences(recorded, spec, systemctl, 30, now) == [
+        "service kube-apiserver runs with older files than those on disk (apiserver-etcd-client.crt)"]
+
+    def failing(argv):
+        return systemctl(argv) if "--property=Id,ActiveState,UnitFileState" in argv else (1, "", "bus")
+
+    with pytest.raises(_stamp.StampError, match="systemctl show kube-apiserver failed: bus"):
+        _stamp.differences(recorded, spec, failing, 30, now)
