@@ -21,11 +21,16 @@ there is left and said, and deleted by the same command once the zone answers.
 
 from __future__ import annotations
 
+import base64
+import datetime
 import os
 import subprocess
 import time
 
 import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 
 from labcli import control, save_report
 from lifecycle_lab import ETCDCTL, recap
@@ -77,6 +82,37 @@ def cloud_controller_holder(life, other_than="", limit=150):
             return held.stdout
         assert time.time() < deadline, "no cloud-controller-manager took its lease within %d s: %s" % (limit, held)
         time.sleep(3)
+
+
+def near_expiry(life, stem, ca, kubeconfig=None, name="k-master"):
+    """Sign ``/etc/kubernetes/pki/STEM.crt`` on replica ``name`` again with the CA ``ca`` (a path under pki/ without
+    .crt), with the same names, extensions and key, valid for 5 more days: as if it had been issued 5 days before it
+    expires. ``kubeconfig`` (a path) gets the same certificate. Returns its serial."""
+    pki = "/etc/kubernetes/pki/"
+    ca_cert = x509.load_pem_x509_certificate(life.ssh("sudo cat %s%s.crt" % (pki, ca), name=name).stdout.encode())
+    ca_key = serialization.load_pem_private_key(life.ssh("sudo cat %s%s.key" % (pki, ca), name=name).stdout.encode(),
+                                                None)
+    old = x509.load_pem_x509_certificate(life.ssh("sudo cat %s%s.crt" % (pki, stem), name=name).stdout.encode())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(old.subject).issuer_name(ca_cert.subject)
+               .public_key(old.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(days=360)).not_valid_after(now + datetime.timedelta(days=5)))
+    for extension in old.extensions:
+        builder = builder.add_extension(extension.value, extension.critical)
+    renewed = builder.sign(ca_key, hashes.SHA256())
+    pem = renewed.public_bytes(serialization.Encoding.PEM).decode()
+    life.ssh("sudo tee %s%s.crt > /dev/null" % (pki, stem), name=name, input_text=pem)
+    if kubeconfig:
+        config = yaml.safe_load(life.ssh("sudo cat %s" % kubeconfig, name=name).stdout)
+        config["users"][0]["user"]["client-certificate-data"] = base64.b64encode(pem.encode()).decode()
+        life.ssh("sudo tee %s > /dev/null" % kubeconfig, name=name, input_text=yaml.safe_dump(config))
+    return renewed.serial_number
+
+
+def started_after(life, unit, path, name="k-master"):
+    """Whether ``unit`` on replica ``name`` runs a process started after ``path`` was last written."""
+    return life.ssh("test $(date -d \"$(ps -o lstart= -p $(systemctl show -p MainPID --value %s))\" +%%s) -ge "
+                    "$(sudo stat -c %%Y %s)" % (unit, path), name=name, check=False).returncode == 0
 
 
 def check_kubectl(life):
@@ -204,6 +240,14 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
 
     # -- drift behind the collection's back: a changed file, a stopped service, a wrong certificate and a missing
     # load balancer member are each found and put right by one re-run -----------------------------------------
+    # Two certificates of the first replica 5 days from their expiry, which its services run with: the run issues
+    # them again and restarts exactly the services that use them (not the stopped controller-manager).
+    expiring = {"apiserver-etcd-client": near_expiry(life, "apiserver-etcd-client", "etcd/ca"),
+                "scheduler": near_expiry(life, "scheduler", "ca", "/etc/kubernetes/scheduler.conf")}
+    life.ssh("sudo systemctl restart kube-apiserver kube-scheduler && for i in $(seq 60); do "
+             "curl -skf https://127.0.0.1/readyz > /dev/null && exit 0; sleep 1; done; exit 1")
+    # As a run killed after it wrote etcd's certificate and before it restarted etcd leaves it: a newer file.
+    life.ssh("sudo touch /etc/kubernetes/pki/etcd/server.crt")
     life.ssh("sudo sh -c 'echo \"# drift\" >> /etc/gce.conf'", name="k-master-c")
     life.ssh("sudo systemctl stop kube-scheduler", name="k-master-c")
     wrong = life.ssh("sudo cat /etc/kubernetes/pki/apiserver.crt", name="k-master-c").stdout
@@ -214,13 +258,28 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     life.ssh("sudo systemctl stop kube-controller-manager")
     fixed = life.step("replicate again after four faults", "replicate", "zone=europe-west1-c,europe-west1-d",
                       "kubeconfig_dest=%s" % life.kubeconfig)
-    for why in ("k-master: pki: /etc/kubernetes/pki/apiserver.crt changed",
+    assert "/etc/kubernetes/pki/apiserver.crt changed" in fixed.stdout, fixed.stdout[-4000:]
+    for why in ("k-master: pki: /etc/kubernetes/pki/apiserver-etcd-client.crt changed",
                 "k-master-c: services: /etc/gce.conf changed, service kube-scheduler is inactive enabled"):
         assert why.replace(": ", "\": \"", 1) in fixed.stdout, (why, fixed.stdout[-4000:])
     # k-master-d, as it was converged, is not converged again; the load balancer has it again.
     assert "k-master-d\":" not in fixed.stdout.split("Say which replicas are converged again")[1].split("TASK")[0]
     assert "k-master: services: service kube-controller-manager is inactive enabled" in fixed.stdout, fixed.stdout[-4000:]
     assert life.ssh("systemctl is-active kube-controller-manager", check=False).stdout.strip() == "inactive"
+    for stem, serial in expiring.items():
+        renewed = x509.load_pem_x509_certificate(life.ssh("cat /etc/kubernetes/pki/%s.crt" % stem).stdout.encode())
+        assert renewed.serial_number != serial, stem
+        assert renewed.not_valid_after_utc > datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=300)
+    assert "kube-apiserver (apiserver-etcd-client.crt, apiserver-etcd-client.key written since it started)" in fixed.stdout, fixed.stdout[-4000:]
+    assert "kube-scheduler (scheduler.conf written since it started)" in fixed.stdout, fixed.stdout[-4000:]
+    assert started_after(life, "kube-apiserver", "/etc/kubernetes/pki/apiserver-etcd-client.crt")
+    assert started_after(life, "kube-scheduler", "/etc/kubernetes/scheduler.conf")
+    assert "etcd (server.crt written since it started)" in fixed.stdout, fixed.stdout[-4000:]
+    assert started_after(life, "etcd", "/etc/kubernetes/pki/etcd/server.crt")
+    # What kube-apiserver presents on 443 is the serving certificate on disk.
+    serving = "openssl x509 -noout -serial -enddate"
+    assert (life.ssh("openssl s_client -connect 127.0.0.1:443 < /dev/null 2> /dev/null | " + serving).stdout
+            == life.ssh(serving + " -in /etc/kubernetes/pki/apiserver.crt").stdout)
     life.ssh("sudo systemctl start kube-controller-manager")
     assert "drift" not in life.ssh("cat /etc/gce.conf", name="k-master-c").stdout
     assert life.ssh("systemctl is-active kube-scheduler", name="k-master-c").stdout.strip() == "active"
