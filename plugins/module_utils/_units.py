@@ -24,14 +24,15 @@ Runner = t.Callable[[t.Sequence[str]], t.Tuple[int, str, str]]
 #: kube-apiserver's serving certificate and client CAs (dynamic certificate content); the addon manager runs kubectl,
 #: with its kubeconfig, on each pass.
 RELOADED: dict[str, tuple[str, ...]] = {
-    "kube-apiserver": ("tls-cert-file", "tls-private-key-file", "client-ca-file", "requestheader-client-ca-file"),
+    "kube-apiserver": ("tls-cert-file", "tls-private-key-file", "tls-sni-cert-key", "client-ca-file",
+                       "requestheader-client-ca-file", "authentication-config", "authorization-config"),
     "kube-addon-manager": ("kubeconfig", "kubectl"),
 }
 #: A flag that names a file the service reads: ``...-file``, ``...certfile``/``keyfile``/``cafile``, kubeconfigs,
 #: configuration files, kube-apiserver's ``kubelet-client-certificate``/``-key``.
 READ_FLAG = re.compile(r"(file|kubeconfig|config|certificate|-key)$")
 #: Flags that match READ_FLAG but name a file the service writes.
-WRITTEN_FLAGS = frozenset(("log-file", "audit-log-file", "write-config-to"))
+WRITTEN_FLAGS = frozenset(("log-file", "write-config-to"))
 
 ARGUMENT_SPEC: dict[str, t.Any] = dict(
     units=dict(type="list", elements="str", required=True),
@@ -166,10 +167,10 @@ def check(units: t.Sequence[str], reloaded: t.Mapping[str, t.Any] | None, run: R
         if active and argvs:
             running = _executable(block.get("MainPID", "0"))
             binary = argvs[0][0]
-            # Replaced in place (the process runs a deleted file), or its link now points at another one (a script's
-            # process runs its interpreter, which says nothing of the script).
-            if running is not None and binary not in newer and (
-                    running.endswith(" (deleted)") or (running != os.path.realpath(binary) and not _script(binary))):
+            # Replaced in place (the process runs a deleted file), or its link now points at another one. A script's
+            # process runs its interpreter, which says nothing of the script (its mtime does).
+            if running is not None and binary not in newer and not _script(binary) and (
+                    running.endswith(" (deleted)") or running != os.path.realpath(binary)):
                 newer.insert(0, binary)
         if active and block.get("NeedDaemonReload") == "yes" and block.get("FragmentPath"):
             newer.append(block["FragmentPath"])

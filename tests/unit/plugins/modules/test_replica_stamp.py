@@ -131,7 +131,7 @@ def test_what_another_part_covers_is_left_out(tree):
     assert run_module(replica_stamp_info.main, {"parts": spec, "path": path}, auth=False)["current"] is False
 
 
-def test_services_are_read_in_one_systemctl_call():
+def test_services_are_read_in_one_systemctl_call_and_then_what_runs_with_older_files():
     calls = []
 
     def systemctl(argv):

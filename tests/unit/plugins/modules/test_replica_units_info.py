@@ -119,6 +119,8 @@ def test_a_replaced_or_relinked_binary_and_an_unreloaded_unit_make_it_stale(tmp_
     os.utime(str(script), (time.time() - 3600, time.time() - 3600))
     out = block("kube-addon-manager", "active", 1, [str(script), "--kubeconfig=" + files["kubeconfig"]])
     assert run(tmp_path, ["kube-addon-manager"], out, running="/usr/bin/python3.11")[0]["stale"] == []
+    # Its interpreter upgraded under it is not the script replaced.
+    assert run(tmp_path, ["kube-addon-manager"], out, running="/usr/bin/python3.11 (deleted)")[0]["stale"] == []
     unit = run(tmp_path, ["kube-apiserver"], apiserver(files, started_ago=1, reload_needed=True), running=files["binary"])[0]
     assert unit["units"]["kube-apiserver"]["newer"] == ["/etc/systemd/system/kube-apiserver.service"]
 
