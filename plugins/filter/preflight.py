@@ -520,11 +520,30 @@ def restore_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], name: str | No
     return problems
 
 
+def etcd_restartable(clusters: t.Sequence[t.Mapping[str, t.Any]], name: str) -> list[str]:
+    """The etcd units (each entry of ``clusters`` is etcd_member_info's result read through the unit's member, with
+    ``item.unit``) whose member ``name`` may restart now: its cluster can do without it for the seconds of the
+    restart. That is when the member is not a healthy voter itself (a learner, an unhealthy member, none), when the
+    other healthy voters keep a majority, or when the cluster has one or two voting members, all healthy (two lose
+    their majority for those seconds, as when etcd's own settings change). A cluster that could not be read is not."""
+    units = []
+    for cluster in clusters or []:
+        if not isinstance(cluster, t.Mapping) or "voters" not in cluster:
+            continue
+        own = next((m for m in cluster.get("members") or [] if m.get("name") == name), {})
+        voters, healthy = int(cluster["voters"]), int(cluster["healthy_voters"])
+        if (own.get("is_learner", True) or not own.get("healthy", False) or healthy - 1 >= int(cluster["quorum"])
+                or (voters <= 2 and healthy == voters)):
+            units.append(cluster["item"]["unit"])
+    return units
+
+
 class FilterModule:
     """Zone and quorum rules of kubeha.gce."""
 
     def filters(self) -> dict[str, t.Callable[..., t.Any]]:
         return {
+            "etcd_restartable": etcd_restartable,
             "zone_region": zone_region,
             "zone_name_problems": zone_name_problems,
             "zone_problems": zone_problems,

@@ -8,6 +8,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.kubeha.gce.plugins.filter.preflight import (
+    etcd_restartable,
     FilterModule,
     bootstrap_problems,
     etcd_problems,
@@ -244,7 +245,7 @@ def test_removal_keeps_a_quorum_of_healthy_voters():
 
 
 def test_the_filters_are_registered():
-    names = ["bootstrap_problems", "etcd_problems", "fault_tolerance", "member_of", "quorum", "recover_plan", "recover_problems",
+    names = ["bootstrap_problems", "etcd_problems", "etcd_restartable", "fault_tolerance", "member_of", "quorum", "recover_plan", "recover_problems",
              "recover_target", "remove_problems",
              "remove_request_problems", "remove_targets", "replica_targets",
              "replicate_problems", "resource_names", "restore_problems", "restore_target", "unlisted_members", "zone_name_problems",
@@ -479,3 +480,24 @@ def test_an_etcd_member_without_its_vm_is_recovers_not_removes():
     assert remove_request_problems(listed, targets, info, absent_ok=True) == [
         "k-master-d has no VM, but etcd still has its member: that is a failed replica, which recover makes again "
         "(recover -e replica_name=k-master-d); remove it once it runs"]
+
+
+def cluster_read(unit, voters, healthy, own=None):
+    members = [{"name": "k-master-c", "is_learner": False, "healthy": True}] if own is None else [own]
+    return {"item": {"unit": unit}, "voters": voters, "healthy_voters": healthy, "quorum": voters // 2 + 1,
+            "members": members}
+
+
+def test_etcd_restartable_when_its_cluster_can_do_without_it():
+    assert etcd_restartable([cluster_read("etcd", 3, 3), cluster_read("etcd-events", 3, 2)], "k-master-c") == ["etcd"]
+    # One or two voters, all healthy: the restart is the only way (two lose their majority for seconds).
+    assert etcd_restartable([cluster_read("etcd", 1, 1), cluster_read("etcd-events", 2, 2)], "k-master-c") == [
+        "etcd", "etcd-events"]
+    assert etcd_restartable([cluster_read("etcd", 2, 1)], "k-master-c") == []
+    # Not a healthy voter itself: restarting it costs the cluster nothing.
+    unhealthy = {"name": "k-master-c", "is_learner": False, "healthy": False}
+    learner = {"name": "k-master-c", "is_learner": True, "healthy": True}
+    assert etcd_restartable([cluster_read("etcd", 3, 2, unhealthy), cluster_read("etcd-events", 3, 2, learner)],
+                            "k-master-c") == ["etcd", "etcd-events"]
+    # A cluster that could not be read through the member is not judged safe.
+    assert etcd_restartable([{"item": {"unit": "etcd"}, "failed": True, "msg": "connection refused"}], "k-master-c") == []
