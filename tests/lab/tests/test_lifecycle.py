@@ -240,14 +240,15 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
 
     # -- drift behind the collection's back: a changed file, a stopped service, a wrong certificate and a missing
     # load balancer member are each found and put right by one re-run -----------------------------------------
-    # Two certificates of the first replica 5 days from their expiry, which its services run with: the run issues
+    # Three certificates of the first replica 5 days from their expiry, which its services run with: the run issues
     # them again and restarts exactly the services that use them (not the stopped controller-manager).
     expiring = {"apiserver-etcd-client": near_expiry(life, "apiserver-etcd-client", "etcd/ca"),
                 "scheduler": near_expiry(life, "scheduler", "ca", "/etc/kubernetes/scheduler.conf")}
     life.ssh("sudo systemctl restart kube-apiserver kube-scheduler && for i in $(seq 60); do "
              "curl -skf https://127.0.0.1/readyz > /dev/null && exit 0; sleep 1; done; exit 1")
-    # As a run killed after it wrote etcd's certificate and before it restarted etcd leaves it: a newer file.
-    life.ssh("sudo touch /etc/kubernetes/pki/etcd/server.crt")
+    expiring["etcd/peer"] = near_expiry(life, "etcd/peer", "etcd/ca")
+    life.ssh("sudo systemctl restart etcd && for i in $(seq 60); do "
+             "curl -skf https://127.0.0.1/readyz > /dev/null && exit 0; sleep 1; done; exit 1")
     life.ssh("sudo sh -c 'echo \"# drift\" >> /etc/gce.conf'", name="k-master-c")
     life.ssh("sudo systemctl stop kube-scheduler", name="k-master-c")
     wrong = life.ssh("sudo cat /etc/kubernetes/pki/apiserver.crt", name="k-master-c").stdout
@@ -267,15 +268,18 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     assert "k-master: services: service kube-controller-manager is inactive enabled" in fixed.stdout, fixed.stdout[-4000:]
     assert life.ssh("systemctl is-active kube-controller-manager", check=False).stdout.strip() == "inactive"
     for stem, serial in expiring.items():
-        renewed = x509.load_pem_x509_certificate(life.ssh("cat /etc/kubernetes/pki/%s.crt" % stem).stdout.encode())
+        renewed = x509.load_pem_x509_certificate(life.ssh("sudo cat /etc/kubernetes/pki/%s.crt" % stem).stdout.encode())
         assert renewed.serial_number != serial, stem
         assert renewed.not_valid_after_utc > datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=300)
     assert "kube-apiserver (apiserver-etcd-client.crt, apiserver-etcd-client.key written since it started)" in fixed.stdout, fixed.stdout[-4000:]
     assert "kube-scheduler (scheduler.conf written since it started)" in fixed.stdout, fixed.stdout[-4000:]
     assert started_after(life, "kube-apiserver", "/etc/kubernetes/pki/apiserver-etcd-client.crt")
     assert started_after(life, "kube-scheduler", "/etc/kubernetes/scheduler.conf")
-    assert "etcd (server.crt written since it started)" in fixed.stdout, fixed.stdout[-4000:]
-    assert started_after(life, "etcd", "/etc/kubernetes/pki/etcd/server.crt")
+    assert "etcd (peer.crt, peer.key written since it started)" in fixed.stdout, fixed.stdout[-4000:]
+    assert started_after(life, "etcd", "/etc/kubernetes/pki/etcd/peer.crt")
+    # Written as the etcd role writes it.
+    assert life.ssh("sudo stat -c '%U %a' /etc/kubernetes/pki/etcd/peer.crt /etc/kubernetes/pki/etcd/peer.key").stdout.split(
+        "\n")[:2] == ["etcd 600", "etcd 600"]
     # What kube-apiserver presents on 443 is the serving certificate on disk.
     serving = "openssl x509 -noout -serial -enddate"
     assert (life.ssh("openssl s_client -connect 127.0.0.1:443 < /dev/null 2> /dev/null | " + serving).stdout
