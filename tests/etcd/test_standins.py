@@ -812,7 +812,9 @@ def test_the_cloud_controller_manager_leads_once_its_role_is_bound(etcd, cp, pro
     holder = wait_for(lambda: read_lease(port, cp, "cloud-controller-manager").get("spec", {}).get("holderIdentity"),
                       10, "the cloud-controller-manager holding its lease")
     assert holder.startswith(os.uname().nodename) and manager.poll() is None
-    assert "successfully acquired lease kube-system/cloud-controller-manager" in procs.log(manager)
+    # It logs the lease after the API server took it: the line may follow the lease by a moment.
+    wait_for(lambda: "successfully acquired lease kube-system/cloud-controller-manager" in procs.log(manager), 10,
+             "the cloud-controller-manager logging its lease")
     # What its ClusterRole allows, and no more: another component's lease is not its to take.
     own = https(port, "%s/cloud-controller-manager" % LEASE_PATH, cp, "cloud-controller-manager")
     other = https(port, "%s/kube-scheduler" % LEASE_PATH, cp, "cloud-controller-manager", "PUT",
