@@ -115,6 +115,21 @@ options:
     description: Issue a certificate again when it expires within this many days.
     type: int
     default: 30
+  reissue:
+    description:
+      - Certificates to issue again, with a new key, although they are right (rotation on request). Each must be in
+        O(leaves) (all of them by default).
+      - With O(issued_before), only those issued before that time are, so that a second run with the same time
+        changes nothing.
+    type: list
+    elements: str
+    default: []
+  issued_before:
+    description:
+      - With O(reissue), the time (ISO 8601, UTC unless it says otherwise) before which a certificate must have been
+        issued to be issued again. The start of a certificate's validity tells when it was issued (the certificates
+        issued here start five minutes before they were).
+    type: str
   apiserver_url:
     description: The API server URL written into the controller-manager and scheduler kubeconfigs.
     type: str
@@ -143,6 +158,19 @@ EXAMPLES = r"""
       internal_ip: 10.132.0.3
       reserved_ip: 203.0.113.10
     current: "{{ current_certificates }}"
+  register: certs
+  no_log: true
+
+- name: Issue every certificate of a replica again that was issued before the rotation began
+  kubeha.gce.replica_pki:
+    ca: "{{ pki.ca }}"
+    replica:
+      name: kubernetes-master-c1x
+      internal_ip: 10.132.0.3
+    current: "{{ current_certificates }}"
+    reissue: [etcd-peer, etcd-server, apiserver, apiserver-etcd-client, apiserver-kubelet-client, front-proxy-client,
+              controller-manager, scheduler, addon-manager, cloud-controller-manager]
+    issued_before: "2026-12-06T14:00:00Z"
   register: certs
   no_log: true
 
@@ -209,6 +237,7 @@ from ansible_collections.kubeha.gce.plugins.module_utils._pki.replica import (
     kubeconfig,
     leaf_specs,
     load_authorities,
+    parse_time,
 )
 
 
@@ -231,6 +260,10 @@ def run(module: AnsibleModule) -> dict:
     identity = identity_from(params["replica"])
     wanted = params["leaves"] or list(LEAVES)
     specs = leaf_specs(identity)
+    stray = [n for n in params["reissue"] if n not in wanted]
+    if stray:
+        raise PkiError("reissue names %s, which leaves does not ask for (%s)" % (", ".join(stray), ", ".join(wanted)))
+    issued_before = parse_time(params["issued_before"], "issued_before") if params["issued_before"] else None
     if module.check_mode and created:
         # The CAs do not exist yet: every certificate would be issued.
         leaves = {n: {"cert": None, "key": None, "reissued": True, "reason": "missing", "authority": specs[n].authority,
@@ -239,7 +272,7 @@ def run(module: AnsibleModule) -> dict:
         authorities = load_authorities(ca, [specs[n].authority for n in wanted])
         leaves = converge_leaves(identity, authorities, params["current"] or {}, wanted, params["key_type"],
                                  params["validity_days"], params["renew_before_days"], params["rsa_key_size"],
-                                 module.check_mode)
+                                 module.check_mode, params["reissue"], issued_before)
         if not module.check_mode:
             result["kubeconfigs"] = {
                 name: kubeconfig(user, params["apiserver_url"], authorities["cluster"].cert_pem, leaves[name]["cert"],
@@ -279,6 +312,8 @@ def main() -> None:
             validity_days=dict(type="int", default=365),
             ca_validity_days=dict(type="int", default=3650),
             renew_before_days=dict(type="int", default=30),
+            reissue=dict(type="list", elements="str", default=[], choices=list(LEAVES)),
+            issued_before=dict(type="str"),
             apiserver_url=dict(type="str", default="https://127.0.0.1:443"),
         ),
         supports_check_mode=True,

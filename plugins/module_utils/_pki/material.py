@@ -24,6 +24,8 @@ else:
 
 KEY_TYPES = ("ecdsa", "rsa")
 USAGES = ("server", "client")
+#: How far back a new certificate's validity starts, for clocks that lag the controller's.
+BACKDATE = datetime.timedelta(minutes=5)
 
 
 class PkiError(Exception):
@@ -92,6 +94,11 @@ def not_after(cert: t.Any) -> datetime.datetime:
     return cert.not_valid_after_utc
 
 
+def issued_on(cert: t.Any) -> datetime.datetime:
+    """When ``cert`` was issued: the start of its validity, less the backdating of the certificates issued here."""
+    return cert.not_valid_before_utc + BACKDATE
+
+
 class Authority(t.NamedTuple):
     """A loaded certificate authority."""
 
@@ -105,7 +112,7 @@ class Authority(t.NamedTuple):
 def new_authority(name: str, common_name: str, key_type: str, days: int, rsa_size: int = 2048) -> Authority:
     key = new_key(key_type, rsa_size)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    start = now() - datetime.timedelta(minutes=5)
+    start = now() - BACKDATE
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -169,7 +176,7 @@ def _usage_oids(usages: t.Iterable[str]) -> list[t.Any]:
 def issue(spec: LeafSpec, authority: Authority, key_type: str, days: int, rsa_size: int = 2048) -> tuple[str, str]:
     """A new key and certificate for ``spec``, signed by ``authority``: (cert PEM, key PEM)."""
     key = new_key(key_type, rsa_size)
-    start = now() - datetime.timedelta(minutes=5)
+    start = now() - BACKDATE
     end = min(start + datetime.timedelta(days=days), not_after(authority.cert))
     builder = (
         x509.CertificateBuilder()

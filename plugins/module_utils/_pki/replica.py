@@ -18,6 +18,7 @@ from ansible_collections.kubeha.gce.plugins.module_utils._pki.material import (
     PkiError,
     describe,
     issue,
+    issued_on,
     key_pem,
     load_authority,
     load_cert,
@@ -188,18 +189,49 @@ def kubeconfig(user: str, server: str, ca_pem: str, cert: str, key: str, cluster
     ])
 
 
+def parse_time(value: str, what: str) -> datetime.datetime:
+    """An ISO 8601 time (``Z`` or an offset; UTC when it has neither)."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise PkiError("%s must be an ISO 8601 time such as 2026-12-06T14:00:00Z, not %r" % (what, value)) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.astimezone(datetime.timezone.utc)
+
+
+def rotation_reason(current: t.Mapping[str, t.Any] | None, issued_before: datetime.datetime | None) -> str | None:
+    """Why a certificate that is still right is issued again on request: always without ``issued_before``, else
+    when it was issued before that time (so that a run asked again with the same time changes nothing)."""
+    if issued_before is None:
+        return "rotation asked"
+    issued = issued_on(load_cert(current["cert"], "certificate")) if current else None
+    if issued is not None and issued < issued_before:
+        return "issued on %s, before %s: rotation asked" % (issued.isoformat(), issued_before.isoformat())
+    return None
+
+
 def converge_leaves(replica: ReplicaIdentity, authorities: t.Mapping[str, Authority],
                     current: t.Mapping[str, t.Any], wanted: t.Iterable[str], key_type: str, days: int,
-                    renew_before_days: int, rsa_size: int, check_mode: bool) -> dict[str, dict[str, t.Any]]:
-    """Each wanted leaf: kept when still right, issued again otherwise (not in check mode)."""
+                    renew_before_days: int, rsa_size: int, check_mode: bool,
+                    reissue: t.Iterable[str] = (), issued_before: datetime.datetime | None = None,
+                    ) -> dict[str, dict[str, t.Any]]:
+    """Each wanted leaf: kept when still right, issued again otherwise (not in check mode). A leaf in ``reissue`` is
+    issued again although it is right, unless it was issued at or after ``issued_before``."""
     specs = leaf_specs(replica)
     renew_before = datetime.timedelta(days=renew_before_days)
+    rotated = set(reissue)
     result: dict[str, dict[str, t.Any]] = {}
     for name in wanted:
         spec = specs[name]
         authority = authorities[spec.authority]
         now_there = current.get(name)
         reason = reissue_reason(spec, now_there, authority, renew_before)
+        if reason is None and name in rotated:
+            reason = rotation_reason(now_there, issued_before)
         before = None
         if now_there and now_there.get("cert"):
             try:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 import socket
 import ssl
@@ -133,6 +134,42 @@ def test_certificate_near_expiry_or_from_another_ca_is_issued_again(ca):
     foreign = run(ca=other_ca, replica=REPLICA, leaves=["scheduler"])
     again = run(ca=ca, replica=REPLICA, leaves=["scheduler"], current=current_of(foreign))
     assert again["leaves"]["scheduler"]["reason"] == "not signed by the cluster CA"
+
+
+def test_rotation_issues_again_what_was_issued_before_the_given_time_once(ca):
+    first = run(ca=ca, replica=REPLICA)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    # Issued within the last minute: before a time in the future, not before one in the past.
+    start = (now + datetime.timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    planned = run(ca=ca, replica=REPLICA, current=current_of(first), reissue=["apiserver", "etcd-peer"], issued_before=start,
+                  check_mode=True)
+    assert planned["changed"] is True and sorted(planned["changed_leaves"]) == ["apiserver", "etcd-peer"]
+    assert planned["leaves"]["apiserver"]["cert"] is None
+    rotated = run(ca=ca, replica=REPLICA, current=current_of(first), reissue=["apiserver", "etcd-peer"], issued_before=start)
+    assert sorted(rotated["changed_leaves"]) == ["apiserver", "etcd-peer"]
+    assert rotated["leaves"]["apiserver"]["reason"].endswith("rotation asked")
+    assert rotated["leaves"]["apiserver"]["key"] != first["leaves"]["apiserver"]["key"]
+    assert rotated["leaves"]["scheduler"]["cert"] == first["leaves"]["scheduler"]["cert"]
+    # The same request again, with the same time and a time zone offset: what it issued is not issued again...
+    again = run(ca=ca, replica=REPLICA, current=current_of(rotated), reissue=["apiserver", "etcd-peer"],
+                issued_before=(now - datetime.timedelta(hours=2)).astimezone(datetime.timezone(datetime.timedelta(hours=-2)))
+                .isoformat())
+    assert again["changed"] is False and again["changed_leaves"] == []
+    # ...and without a time, everything asked is.
+    forced = run(ca=ca, replica=REPLICA, current=current_of(rotated), reissue=["scheduler"])
+    assert forced["changed_leaves"] == ["scheduler"] and forced["leaves"]["scheduler"]["reason"] == "rotation asked"
+    assert "scheduler" in forced["kubeconfigs"] and forced["leaves"]["scheduler"]["cert"] in \
+        base64.b64decode(forced["kubeconfigs"]["scheduler"].split("client-certificate-data: ")[1].split()[0]).decode()
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"reissue": ["apiserver"], "issued_before": "yesterday"},
+     "issued_before must be an ISO 8601 time such as 2026-12-06T14:00:00Z, not 'yesterday'"),
+    ({"reissue": ["apiserver"], "leaves": ["scheduler"]}, "reissue names apiserver, which leaves does not ask for (scheduler)"),
+])
+def test_bad_rotation_input_is_named(ca, args, message):
+    result = run(ca=ca, replica=REPLICA, **args)
+    assert result["failed"] is True and message in result["msg"], result
 
 
 def test_rsa_keys_when_asked(ca):
