@@ -538,12 +538,51 @@ def etcd_restartable(clusters: t.Sequence[t.Mapping[str, t.Any]], name: str) -> 
     return units
 
 
+def rolling_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], action: str, unavailable: t.Sequence[str] = (),
+                     reached: t.Sequence[str] | None = None, etcd: t.Mapping[str, t.Any] | None = None,
+                     events: t.Mapping[str, t.Any] | None = None) -> list[str]:
+    """Why a change rolled out one replica at a time (``action``) must not start now; empty when it may. Every zone
+    of the region answers (a zone that does not may hold a replica that the change would miss), every replica runs
+    and answers over SSH (``reached``: the names that did), and each etcd (``etcd``, and ``events`` when the cluster
+    runs one) has its quorum, with every member a healthy voter: a replica restarts only while the others can do
+    without it."""
+    problems = ["zone %s does not answer Compute Engine, and a replica there would be left out: %s once it answers"
+                % (zone, action) for zone in unavailable]
+    for replica in replicas:
+        if replica.get("status") != "RUNNING":
+            problems.append("replica %s in zone %s is %s: recover it first (recover -e replica_name=%s)"
+                            % (replica["name"], replica.get("zone"), replica.get("status"), replica["name"]))
+        elif reached is not None and replica["name"] not in reached:
+            problems.append("replica %s in zone %s does not answer over SSH: reach it, or recover it (recover -e "
+                            "replica_name=%s)" % (replica["name"], replica.get("zone"), replica["name"]))
+    for label, info in (("etcd", etcd), ("events etcd", events)):
+        if info is None:
+            continue
+        members = list(info.get("members") or [])
+        voters = [m for m in members if not m.get("is_learner")]
+        healthy = [m for m in voters if m.get("healthy")]
+        if not info.get("has_quorum"):
+            problems.append("%s has no quorum (%d of %d voting members healthy)" % (label, len(healthy), len(voters)))
+            continue
+        for member in members:
+            if member.get("is_learner"):
+                problems.append("%s member %s is a learner that was never promoted: run replicate again to finish it, or "
+                                "remove it (remove -e replica_name=%s)" % (label, _member_label(member),
+                                                                           member.get("name") or "NAME"))
+            elif not member.get("healthy"):
+                problems.append("%s member %s is unhealthy (%s): recover it first (recover -e replica_name=%s)"
+                                % (label, _member_label(member), member.get("error") or "no answer",
+                                   member.get("name") or "NAME"))
+    return problems
+
+
 class FilterModule:
     """Zone and quorum rules of kubeha.gce."""
 
     def filters(self) -> dict[str, t.Callable[..., t.Any]]:
         return {
             "etcd_restartable": etcd_restartable,
+            "rolling_problems": rolling_problems,
             "zone_region": zone_region,
             "zone_name_problems": zone_name_problems,
             "zone_problems": zone_problems,

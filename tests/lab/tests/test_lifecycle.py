@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import json
 import os
 import subprocess
 import time
@@ -113,6 +114,72 @@ def started_after(life, unit, path, name="k-master"):
     """Whether ``unit`` on replica ``name`` runs a process started after ``path`` was last written."""
     return life.ssh("test $(date -d \"$(ps -o lstart= -p $(systemctl show -p MainPID --value %s))\" +%%s) -ge "
                     "$(sudo stat -c %%Y %s)" % (unit, path), name=name, check=False).returncode == 0
+
+
+# Each certificate of a replica (under /etc/kubernetes/pki, without .crt), and its name as kubeha.gce.replica_pki has it.
+LEAVES = ("etcd/peer", "etcd/server", "apiserver", "apiserver-etcd-client", "apiserver-kubelet-client",
+          "front-proxy-client", "controller-manager", "scheduler", "addon-manager", "cloud-controller-manager")
+LEAF_NAMES = [stem.replace("/", "-") for stem in LEAVES]
+
+
+def leaf_serials(life, name):
+    """The serial of each certificate of replica ``name``."""
+    return {stem: x509.load_pem_x509_certificate(life.ssh("sudo cat /etc/kubernetes/pki/%s.crt" % stem,
+                                                          name=name).stdout.encode()).serial_number
+            for stem in LEAVES}
+
+
+def etcd_leader(life):
+    """The name of etcd's leader, read through the first replica."""
+    done = life.ssh("%s --endpoints https://127.0.0.1:2379 endpoint status -w json" % ETCDCTL)
+    leader = json.loads(done.stdout)[0]["Status"]["leader"]
+    return next(m[1] for m in life.members() if m[0] == leader)
+
+
+def section(run, task):
+    """The lines of the message that the task named ``task`` printed (a list of strings)."""
+    text = [part for part in run.stdout.split("TASK [") if task in part.split("]", 1)[0]][-1]
+    return [json.loads(line.strip().rstrip(",")) for line in text.splitlines()
+            if line.strip().startswith('"') and line.strip().rstrip(",").endswith('"') and '": ' not in line]
+
+
+def rotate_every_certificate(life, replicas):
+    """rotate-certs in check mode (nothing changes), then for real: every certificate of each replica is issued again,
+    the etcd leader's last, each service restarted runs with the new ones (what etcd and kube-apiserver present is
+    what is on disk), each replica was out of the load balancer while it restarted and is back; the same run again
+    with the time the first printed changes nothing. Returns what the run said it did on each replica."""
+    before = {name: leaf_serials(life, name) for name in replicas}
+    leader = etcd_leader(life)
+    life.step("rotate-certs in check mode", "rotate_certs", "zone=europe-west1-b", "--check")
+    assert {name: leaf_serials(life, name) for name in replicas} == before
+    rotated = life.step("rotate-certs", "rotate_certs", "zone=europe-west1-b")
+    when = rotated.stdout.split("finishes it")[0].rsplit("-e issued_before=", 1)[1].split()[0]
+    order = [line.split(": ")[0] for line in section(rotated, "Say what was done on each replica")]
+    assert sorted(order) == sorted(replicas) and order[-1] == leader, (order, leader)
+    for name in replicas:
+        after = leaf_serials(life, name)
+        assert all(after[stem] != before[name][stem] for stem in LEAVES), (name, before[name], after)
+        line = next(line for line in section(rotated, "Say what was done on each replica") if line.startswith(name + ":"))
+        assert "issued again %s;" % ", ".join(LEAF_NAMES) in line and "(out of the load balancer: ready after" in line, line
+        for unit, path in (("etcd", "etcd/peer.crt"), ("kube-apiserver", "apiserver-etcd-client.crt"),
+                           ("kube-controller-manager", "controller-manager.crt"), ("kube-scheduler", "scheduler.crt")):
+            assert unit in line.split("restarted ")[1] and started_after(life, unit, "/etc/kubernetes/pki/" + path, name), (
+                name, unit, line)
+        # What kube-apiserver presents on 443, and etcd to its clients and peers, is what is on disk now.
+        ip = life.ssh("hostname -I", name=name).stdout.split()[0]
+        for port, stem in ((443, "apiserver"), (2379, "etcd/server"), (2380, "etcd/peer")):
+            served = life.ssh("openssl s_client -connect %s:%d < /dev/null 2> /dev/null | openssl x509 -noout -serial"
+                              % (ip, port), name=name).stdout.strip()
+            assert served.startswith("serial=") and int(served[7:], 16) == after[stem], (name, port, served, after[stem])
+        # etcd takes kube-apiserver's new client certificate; kube-apiserver, started with it, is ready through it.
+        assert life.ssh("%s --endpoints https://127.0.0.1:2379 endpoint health" % ETCDCTL, name=name,
+                        check=False).returncode == 0
+    [rule] = life.network()["forwarding_rules"]
+    assert sorted(m["name"] for m in rule["members"]) == list(replicas)
+    check_kubectl(life)
+    life.step("rotate-certs again, with the time the first run printed", "rotate_certs", "zone=europe-west1-b",
+              "issued_before=%s" % when, expect_changed=0)
+    return section(rotated, "Say what was done on each replica")
 
 
 def check_kubectl(life):
@@ -297,6 +364,10 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     check_kubectl(life)
     life.step("replicate again, in check mode with diff", "replicate", "zone=europe-west1-c,europe-west1-d", "--check", "--diff",
               "kubeconfig_dest=%s" % life.kubeconfig, expect_changed=0)
+
+    # -- rotate-certs: every certificate of every replica issued again, one replica at a time (each out of the load
+    # balancer while the others serve, the etcd leader last); each service presents and uses the new ones ---------
+    rotate_every_certificate(life, ("k-master", "k-master-c", "k-master-d"))
 
     # -- a zone outage: the cluster is read through the zones that answer; the dead zone's replica is taken
     # out of etcd and the load balancer, and replaced in a zone that answers; its leftovers go once it is back --

@@ -26,6 +26,7 @@ from ansible_collections.kubeha.gce.plugins.filter.preflight import (
     replicate_problems,
     restore_problems,
     restore_target,
+    rolling_problems,
     zone_name_problems,
     zone_problems,
     zone_region,
@@ -248,7 +249,7 @@ def test_the_filters_are_registered():
     names = ["bootstrap_problems", "etcd_problems", "etcd_restartable", "fault_tolerance", "member_of", "quorum", "recover_plan", "recover_problems",
              "recover_target", "remove_problems",
              "remove_request_problems", "remove_targets", "replica_targets",
-             "replicate_problems", "resource_names", "restore_problems", "restore_target", "unlisted_members", "zone_name_problems",
+             "replicate_problems", "resource_names", "restore_problems", "restore_target", "rolling_problems", "unlisted_members", "zone_name_problems",
              "zone_problems", "zone_region"]
     assert sorted(FilterModule().filters()) == names
     assert FilterModule().filters()["resource_names"]("k")["address"] == "k-master-ip"
@@ -501,3 +502,26 @@ def test_etcd_restartable_when_its_cluster_can_do_without_it():
                             "k-master-c") == ["etcd", "etcd-events"]
     # A cluster that could not be read through the member is not judged safe.
     assert etcd_restartable([{"item": {"unit": "etcd"}, "failed": True, "msg": "connection refused"}], "k-master-c") == []
+
+
+def test_a_rolling_change_waits_for_every_replica_and_a_healthy_etcd():
+    info = membership(RUNNING3)
+    names3 = [r["name"] for r in RUNNING3]
+    assert rolling_problems(RUNNING3, "rotate-certs", [], names3, info, info) == []
+    stopped = [RUNNING3[0], dict(RUNNING3[1], status="TERMINATED"), RUNNING3[2]]
+    sick = membership(RUNNING3, k_master_d=False)
+    sick["members"][2]["error"] = "connection refused"
+    assert rolling_problems(stopped, "rotate-certs", ["europe-west1-f"], ["k-master"], sick) == [
+        "zone europe-west1-f does not answer Compute Engine, and a replica there would be left out: rotate-certs once it "
+        "answers",
+        "replica k-master-c in zone europe-west1-c is TERMINATED: recover it first (recover -e replica_name=k-master-c)",
+        "replica k-master-d in zone europe-west1-d does not answer over SSH: reach it, or recover it (recover -e "
+        "replica_name=k-master-d)",
+        "etcd member k-master-d (https://10.132.0.4:2380) is unhealthy (connection refused): recover it first (recover -e "
+        "replica_name=k-master-d)"]
+    learner = etcd(member("k-master", "10.132.0.2"), member("k-master-c", "10.132.0.3", learner=True))
+    assert rolling_problems(RUNNING3[:2], "upgrade", events=learner) == [
+        "events etcd member k-master-c (https://10.132.0.3:2380) is a learner that was never promoted: run replicate "
+        "again to finish it, or remove it (remove -e replica_name=k-master-c)"]
+    lost = membership(RUNNING3, k_master_c=False, k_master_d=False)
+    assert rolling_problems(RUNNING3, "upgrade", etcd=lost) == ["etcd has no quorum (1 of 3 voting members healthy)"]

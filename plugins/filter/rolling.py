@@ -1,0 +1,40 @@
+# Copyright (c) kubeha.gce contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""What a change rolled out one replica at a time did on each replica."""
+
+from __future__ import annotations
+
+import typing as t
+
+
+def rolling_report(names: t.Sequence[str], issued_again: t.Mapping[str, t.Sequence[str]] | None = None,
+                   refreshed: t.Sequence[t.Mapping[str, t.Any]] | None = None) -> list[str]:
+    """One line per replica of ``names``, in that order: the certificates issued again there (``issued_again``, as the
+    pki role notes them), what was restarted and how long it took (``refreshed``, as kubeha.gce.kubeha's refresh
+    notes it; the last record of a replica counts)."""
+    issued_again = issued_again or {}
+    records = {record["name"]: record for record in refreshed or []}
+    lines = []
+    for name in names:
+        parts = []
+        if name in issued_again:
+            leaves = list(issued_again[name])
+            parts.append("issued again %s" % ", ".join(leaves) if leaves else "no certificate issued again")
+        record = records.get(name)
+        if record and record.get("restarted"):
+            took = "ready after %.1f s" % record["ready_after"]
+            if record.get("drained"):
+                took = "out of the load balancer: %s, back after %.1f s" % (took, record["back_after"])
+            parts.append("restarted %s (%s)" % (", ".join(record["restarted"]), took))
+        else:
+            parts.append("nothing restarted")
+        lines.append("%s: %s" % (name, "; ".join(parts)))
+    return lines
+
+
+class FilterModule:
+    """Reports of kubeha.gce's rolling changes."""
+
+    def filters(self) -> dict[str, t.Callable[..., t.Any]]:
+        return {"rolling_report": rolling_report}
