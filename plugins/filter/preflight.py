@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 import typing as t
 from urllib.parse import urlsplit
 
@@ -576,6 +577,36 @@ def rolling_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], action: str, u
     return problems
 
 
+def _exec_flags(unit: str) -> dict[str, str]:
+    """The ``--flag=value`` arguments of the ExecStart line of a systemd unit's text (its continuation lines too)."""
+    command = re.search(r"^ExecStart=((?:.*\\\n)*.*)$", unit or "", re.MULTILINE)
+    flags = {}
+    for word in (command.group(1).replace("\\\n", " ").split() if command else []):
+        if word.startswith("--") and "=" in word:
+            name, value = word[2:].split("=", 1)
+            flags[name] = value
+    return flags
+
+
+def reconfigure_problems(reads: t.Sequence[t.Mapping[str, t.Any]], service_cluster_ip_range: str) -> list[str]:
+    """Why the settings asked for cannot reach the running replicas. ``reads`` are the results of a
+    kubeha.gce.replica_files_info loop over the replicas (``item.name``), each reading the kube-apiserver unit. The
+    service range (``service_cluster_ip_range``, as the run would write it) cannot change under a running cluster:
+    the kubernetes service and every Service's cluster IP were allocated from it. A unit that was not read says
+    nothing."""
+    problems = []
+    for read in reads or []:
+        name = (read.get("item") or {}).get("name")
+        for entry in (read.get("files") or {}).values():
+            now = _exec_flags(entry.get("content") or "").get("service-cluster-ip-range")
+            if now and now != service_cluster_ip_range:
+                problems.append("the service range of %s is %s, and kubeha_service_cluster_ip_range=%s would change it: a "
+                                "running cluster cannot take that, as the kubernetes service and every Service's "
+                                "cluster IP were given from it; keep %s (a new range means a new cluster)"
+                                % (name, now, service_cluster_ip_range, now))
+    return problems
+
+
 class FilterModule:
     """Zone and quorum rules of kubeha.gce."""
 
@@ -583,6 +614,7 @@ class FilterModule:
         return {
             "etcd_restartable": etcd_restartable,
             "rolling_problems": rolling_problems,
+            "reconfigure_problems": reconfigure_problems,
             "zone_region": zone_region,
             "zone_name_problems": zone_name_problems,
             "zone_problems": zone_problems,

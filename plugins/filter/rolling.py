@@ -11,8 +11,8 @@ import typing as t
 def rolling_report(names: t.Sequence[str], issued_again: t.Mapping[str, t.Sequence[str]] | None = None,
                    refreshed: t.Sequence[t.Mapping[str, t.Any]] | None = None) -> list[str]:
     """One line per replica of ``names``, in that order: the certificates issued again there (``issued_again``, as the
-    pki role notes them), what was restarted and how long it took (``refreshed``, as kubeha.gce.kubeha's refresh
-    notes it; the last record of a replica counts)."""
+    pki role notes them), why it was converged again and what was restarted, and how long it took (``refreshed``, as
+    kubeha.gce.kubeha's refresh and reconverge note it; the last record of a replica counts)."""
     issued_again = issued_again or {}
     records = {record["name"]: record for record in refreshed or []}
     lines = []
@@ -22,6 +22,8 @@ def rolling_report(names: t.Sequence[str], issued_again: t.Mapping[str, t.Sequen
             leaves = list(issued_again[name])
             parts.append("issued again %s" % ", ".join(leaves) if leaves else "no certificate issued again")
         record = records.get(name)
+        if record and "why" in record:
+            parts.append("converged again (%s)" % "; ".join(record["why"]) if record["why"] else "converged again")
         if record and record.get("restarted"):
             took = "ready after %.1f s" % record["ready_after"]
             if record.get("drained"):
@@ -33,8 +35,15 @@ def rolling_report(names: t.Sequence[str], issued_again: t.Mapping[str, t.Sequen
     return lines
 
 
+def restarted_units(after: t.Mapping[str, t.Mapping[str, t.Any]], before: t.Mapping[str, t.Mapping[str, t.Any]]) -> list[str]:
+    """The services that run now with another main process than before (started anew, or started at all), as
+    kubeha.gce.replica_units_info's ``units`` says them, in the order of ``after``."""
+    return [unit for unit, now in after.items()
+            if now.get("active") and now.get("started") != (before.get(unit) or {}).get("started")]
+
+
 class FilterModule:
     """Reports of kubeha.gce's rolling changes."""
 
     def filters(self) -> dict[str, t.Callable[..., t.Any]]:
-        return {"rolling_report": rolling_report}
+        return {"rolling_report": rolling_report, "restarted_units": restarted_units}

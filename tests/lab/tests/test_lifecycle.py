@@ -182,6 +182,46 @@ def rotate_every_certificate(life, replicas):
     return section(rotated, "Say what was done on each replica")
 
 
+def process_args(life, unit, name):
+    """The command line of ``unit``'s main process on replica ``name``."""
+    return life.ssh("tr '\\0' ' ' < /proc/$(systemctl show -p MainPID --value %s)/cmdline" % unit, name=name).stdout
+
+
+def reconfigure_flags(life, replicas):
+    """reconfigure on a cluster as it was converged changes nothing; a feature gate of kube-apiserver and a flag of
+    kube-controller-manager reach every replica one at a time (out of the load balancer while kube-apiserver restarts,
+    the etcd leader last), a check-mode run first changing nothing, and the next run changes nothing; a new service
+    range is refused; without them again, they are taken away the same way."""
+    life.step("reconfigure, nothing changed", "reconfigure", "zone=europe-west1-b", expect_changed=0)
+    flags = json.dumps({"control_plane_extra_flags": {"kube-apiserver": {"feature-gates": "AllAlpha=false"},
+                                                      "kube-controller-manager": {"v": "3"}}})
+    started = {name: process_args(life, "kube-apiserver", name) for name in replicas}
+    life.step("reconfigure a feature gate and a flag, in check mode", "reconfigure", "zone=europe-west1-b", flags,
+              "--check", "--diff")
+    assert {name: process_args(life, "kube-apiserver", name) for name in replicas} == started
+    leader = etcd_leader(life)
+    done = life.step("reconfigure a feature gate and a flag", "reconfigure", "zone=europe-west1-b", flags)
+    said = section(done, "Say what was done on each replica")
+    assert [line.split(": ")[0] for line in said][-1] == leader and len(said) == len(replicas), (said, leader)
+    for name in replicas:
+        line = next(line for line in said if line.startswith(name + ":"))
+        assert "converged again (services: the inputs changed" in line and "(out of the load balancer: ready after" in line, line
+        restarted = line.split("restarted ")[1].split(" (")[0].split(", ")
+        assert "kube-apiserver" in restarted and "kube-controller-manager" in restarted and "etcd" not in restarted, line
+        assert "--feature-gates=AllAlpha=false" in process_args(life, "kube-apiserver", name)
+        assert "--v=3" in process_args(life, "kube-controller-manager", name)
+    [rule] = life.network()["forwarding_rules"]
+    assert sorted(m["name"] for m in rule["members"]) == list(replicas)
+    life.step("reconfigure again, as it is", "reconfigure", "zone=europe-west1-b", flags, expect_changed=0)
+    life.refused("reconfigure to another service range", "reconfigure",
+                 "the service range of k-master is 10.0.0.0/16, and kubeha_service_cluster_ip_range=10.1.0.0/16 would "
+                 "change it", "zone=europe-west1-b", flags, "kubeha_service_cluster_ip_range=10.1.0.0/16")
+    life.step("reconfigure without them again", "reconfigure", "zone=europe-west1-b")
+    for name in replicas:
+        assert "--feature-gates" not in process_args(life, "kube-apiserver", name)
+    return said
+
+
 def check_kubectl(life):
     """The real kubectl, with the kubeconfig bootstrap wrote, through the reserved address: what a user does first."""
     version = life.kubectl("version")
@@ -368,6 +408,8 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     # -- rotate-certs: every certificate of every replica issued again, one replica at a time (each out of the load
     # balancer while the others serve, the etcd leader last); each service presents and uses the new ones ---------
     rotate_every_certificate(life, ("k-master", "k-master-c", "k-master-d"))
+    # -- reconfigure: changed flags reach the running replicas the same way; the service range cannot change ---------
+    reconfigure_flags(life, ("k-master", "k-master-c", "k-master-d"))
 
     # -- a zone outage: the cluster is read through the zones that answer; the dead zone's replica is taken
     # out of etcd and the load balancer, and replaced in a zone that answers; its leftovers go once it is back --

@@ -26,6 +26,7 @@ from ansible_collections.kubeha.gce.plugins.filter.preflight import (
     replicate_problems,
     restore_problems,
     restore_target,
+    reconfigure_problems,
     rolling_problems,
     zone_name_problems,
     zone_problems,
@@ -246,7 +247,7 @@ def test_removal_keeps_a_quorum_of_healthy_voters():
 
 
 def test_the_filters_are_registered():
-    names = ["bootstrap_problems", "etcd_problems", "etcd_restartable", "fault_tolerance", "member_of", "quorum", "recover_plan", "recover_problems",
+    names = ["bootstrap_problems", "etcd_problems", "etcd_restartable", "fault_tolerance", "member_of", "quorum", "reconfigure_problems", "recover_plan", "recover_problems",
              "recover_target", "remove_problems",
              "remove_request_problems", "remove_targets", "replica_targets",
              "replicate_problems", "resource_names", "restore_problems", "restore_target", "rolling_problems", "unlisted_members", "zone_name_problems",
@@ -525,3 +526,30 @@ def test_a_rolling_change_waits_for_every_replica_and_a_healthy_etcd():
         "again to finish it, or remove it (remove -e replica_name=k-master-c)"]
     lost = membership(RUNNING3, k_master_c=False, k_master_d=False)
     assert rolling_problems(RUNNING3, "upgrade", etcd=lost) == ["etcd has no quorum (1 of 3 voting members healthy)"]
+
+
+UNIT = """# Ansible managed
+[Service]
+ExecStart=/opt/kubernetes/bin/kube-apiserver \\
+  --advertise-address=10.132.0.2 \\
+  --service-cluster-ip-range=%s \\
+  --tls-cert-file=/etc/kubernetes/pki/apiserver.crt
+
+Restart=always
+"""
+
+
+def unit_read(name, text):
+    return {"item": {"name": name}, "files": {"/etc/systemd/system/kube-apiserver.service": {"content": text}}}
+
+
+def test_the_service_range_of_a_running_cluster_stays():
+    reads = [unit_read("k-master", UNIT % "10.0.0.0/16"), unit_read("k-master-c", UNIT % "10.0.0.0/16")]
+    assert reconfigure_problems(reads, "10.0.0.0/16") == []
+    assert reconfigure_problems(reads, "10.1.0.0/16") == [
+        "the service range of %s is 10.0.0.0/16, and kubeha_service_cluster_ip_range=10.1.0.0/16 would change it: a "
+        "running cluster cannot take that, as the kubernetes service and every Service's cluster IP were given from it; keep "
+        "10.0.0.0/16 (a new range means a new cluster)" % name for name in ("k-master", "k-master-c")]
+    # A unit that could not be read, or without the flag, says nothing.
+    assert reconfigure_problems([{"item": {"name": "k-master"}, "failed": True},
+                                 unit_read("k-master-c", "[Service]\nExecStart=/bin/true\n")], "10.1.0.0/16") == []

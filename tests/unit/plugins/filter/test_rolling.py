@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.kubeha.gce.plugins.filter.rolling import FilterModule, rolling_report
+from ansible_collections.kubeha.gce.plugins.filter.rolling import FilterModule, restarted_units, rolling_report
 
 
 def test_each_replica_says_what_was_issued_and_restarted():
@@ -21,3 +21,23 @@ def test_each_replica_says_what_was_issued_and_restarted():
         "k-master: issued again scheduler; restarted kube-scheduler (ready after 3.0 s)",
         "k-master-e: nothing restarted"]
     assert FilterModule().filters()["rolling_report"] is rolling_report
+    reconverged = [{"name": "k-master", "restarted": [], "why": [], "drained": False, "ready_after": 2.0},
+                   {"name": "k-master-c", "restarted": ["kube-apiserver"], "why": ["services: the inputs changed"],
+                    "drained": True, "ready_after": 9.96, "back_after": 20.0}]
+    assert rolling_report(["k-master-c", "k-master"], refreshed=reconverged) == [
+        "k-master-c: converged again (services: the inputs changed); restarted kube-apiserver (out of the load "
+        "balancer: ready after 10.0 s, back after 20.0 s)",
+        "k-master: converged again; nothing restarted"]
+
+
+def test_restarted_units_are_those_with_another_main_process():
+    before = {"etcd": {"active": True, "started": "2026-12-06T10:00:00+00:00"},
+              "kube-apiserver": {"active": True, "started": "2026-12-06T10:00:01+00:00"},
+              "kube-scheduler": {"active": False, "started": None},
+              "kube-controller-manager": {"active": True, "started": "2026-12-06T10:00:02+00:00"}}
+    after = dict(before, **{"kube-apiserver": {"active": True, "started": "2026-12-06T11:00:00+00:00"},
+                            "kube-scheduler": {"active": True, "started": "2026-12-06T11:00:01+00:00"},
+                            "kube-controller-manager": {"active": False, "started": None},
+                            "kube-addon-manager": {"active": True, "started": "2026-12-06T11:00:02+00:00"}})
+    assert restarted_units(after, before) == ["kube-apiserver", "kube-scheduler", "kube-addon-manager"]
+    assert FilterModule().filters()["restarted_units"] is restarted_units
