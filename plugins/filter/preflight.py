@@ -545,8 +545,8 @@ def rolling_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], action: str, u
     """Why a change rolled out one replica at a time (``action``) must not start now; empty when it may. Every zone
     of the region answers (a zone that does not may hold a replica that the change would miss), every replica runs
     and answers over SSH (``reached``: the names that did), and each etcd (``etcd``, and ``events`` when the cluster
-    runs one) has its quorum, with every member a healthy voter: a replica restarts only while the others can do
-    without it."""
+    runs one) has its quorum, with every member a healthy voter and a member on every running replica: a replica
+    restarts only while the others can do without it."""
     problems = ["zone %s does not answer Compute Engine, and a replica there would be left out: %s once it answers"
                 % (zone, action) for zone in unavailable]
     for replica in replicas:
@@ -560,6 +560,10 @@ def rolling_problems(replicas: t.Sequence[t.Mapping[str, t.Any]], action: str, u
         if info is None:
             continue
         members = list(info.get("members") or [])
+        named = {m.get("name") for m in members}
+        problems.extend("replica %s has no %s member (a replicate that stopped before it joined): run replicate again "
+                        "to finish it, or remove it (remove -e replica_name=%s)" % (r["name"], label, r["name"])
+                        for r in replicas if r.get("status") == "RUNNING" and r["name"] not in named)
         voters = [m for m in members if not m.get("is_learner")]
         healthy = [m for m in voters if m.get("healthy")]
         if not info.get("has_quorum"):

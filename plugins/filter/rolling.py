@@ -22,6 +22,9 @@ def rolling_report(names: t.Sequence[str], issued_again: t.Mapping[str, t.Sequen
             leaves = list(issued_again[name])
             parts.append("issued again %s" % ", ".join(leaves) if leaves else "no certificate issued again")
         record = records.get(name)
+        if record and record.get("current"):
+            lines.append("%s: as it was converged, left as it is" % name)
+            continue
         if record and "why" in record:
             parts.append("converged again (%s)" % "; ".join(record["why"]) if record["why"] else "converged again")
         if record and record.get("restarted"):
@@ -31,6 +34,8 @@ def rolling_report(names: t.Sequence[str], issued_again: t.Mapping[str, t.Sequen
             parts.append("restarted %s (%s)" % (", ".join(record["restarted"]), took))
         else:
             parts.append("nothing restarted")
+        if record and record.get("left"):
+            parts.append("still runs with older files: %s (its cluster could not do without it)" % ", ".join(record["left"]))
         lines.append("%s: %s" % (name, "; ".join(parts)))
     return lines
 

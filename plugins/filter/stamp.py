@@ -116,8 +116,18 @@ def stamp_report(results: t.Sequence[t.Mapping[str, t.Any]], etcd_members: t.Seq
     return {"current": current, "why": why, "not_converged": not_converged}
 
 
+def _lines(parts: t.Mapping[str, t.Mapping[str, t.Any]]) -> list[str]:
+    return ["%s: %s" % (part, ", ".join(r["differences"])) for part, r in sorted(parts.items())]
+
+
 def _differences(parts: t.Mapping[str, t.Mapping[str, t.Any]]) -> str:
-    return "; ".join("%s: %s" % (part, ", ".join(r["differences"])) for part, r in sorted(parts.items()))
+    return "; ".join(_lines(parts))
+
+
+def stamp_differences(parts: t.Mapping[str, t.Mapping[str, t.Any]]) -> list[str]:
+    """What differs in each part of a replica's stamp that is not current (replica_stamp_info's ``parts``), one line a
+    part: ``services: /etc/gce.conf changed, service kube-scheduler is inactive enabled``."""
+    return _lines({p: r for p, r in parts.items() if not r.get("current")})
 
 
 def role_options(roles: t.Sequence[str]) -> list[str]:
@@ -148,4 +158,5 @@ class FilterModule:
     """What a replica is converged with."""
 
     def filters(self) -> dict[str, t.Callable[..., t.Any]]:
-        return {"stamp_digest": stamp_digest, "stamp_report": stamp_report, "role_options": role_options}
+        return {"stamp_digest": stamp_digest, "stamp_report": stamp_report, "stamp_differences": stamp_differences,
+                "role_options": role_options}

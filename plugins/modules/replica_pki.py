@@ -123,12 +123,15 @@ options:
         changes nothing.
     type: list
     elements: str
+    choices: [etcd-peer, etcd-server, apiserver, apiserver-etcd-client, apiserver-kubelet-client, front-proxy-client,
+              controller-manager, scheduler, addon-manager, cloud-controller-manager]
     default: []
   issued_before:
     description:
       - With O(reissue), the time (ISO 8601, UTC unless it says otherwise) before which a certificate must have been
         issued to be issued again. The start of a certificate's validity tells when it was issued (the certificates
         issued here start five minutes before they were).
+      - It must not be in the future, where the certificates issued now would be issued again by every run.
     type: str
   apiserver_url:
     description: The API server URL written into the controller-manager and scheduler kubeconfigs.
@@ -227,7 +230,7 @@ kubeconfigs:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.kubeha.gce.plugins.module_utils._pki.material import CRYPTOGRAPHY_IMPORT_ERROR, PkiError
+from ansible_collections.kubeha.gce.plugins.module_utils._pki.material import CRYPTOGRAPHY_IMPORT_ERROR, PkiError, now
 from ansible_collections.kubeha.gce.plugins.module_utils._pki.replica import (
     KUBECONFIGS,
     LEAVES,
@@ -264,6 +267,9 @@ def run(module: AnsibleModule) -> dict:
     if stray:
         raise PkiError("reissue names %s, which leaves does not ask for (%s)" % (", ".join(stray), ", ".join(wanted)))
     issued_before = parse_time(params["issued_before"], "issued_before") if params["issued_before"] else None
+    if issued_before and issued_before > now():
+        raise PkiError("issued_before %s is in the future: the certificates issued now would be issued again by every "
+                       "run; give the time the rotation began" % params["issued_before"])
     if module.check_mode and created:
         # The CAs do not exist yet: every certificate would be issued.
         leaves = {n: {"cert": None, "key": None, "reissued": True, "reason": "missing", "authority": specs[n].authority,

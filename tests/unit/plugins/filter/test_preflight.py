@@ -524,6 +524,9 @@ def test_a_rolling_change_waits_for_every_replica_and_a_healthy_etcd():
     assert rolling_problems(RUNNING3[:2], "upgrade", events=learner) == [
         "events etcd member k-master-c (https://10.132.0.3:2380) is a learner that was never promoted: run replicate "
         "again to finish it, or remove it (remove -e replica_name=k-master-c)"]
+    assert rolling_problems(RUNNING3, "reconfigure", etcd=membership(RUNNING3[:2])) == [
+        "replica k-master-d has no etcd member (a replicate that stopped before it joined): run replicate again to "
+        "finish it, or remove it (remove -e replica_name=k-master-d)"]
     lost = membership(RUNNING3, k_master_c=False, k_master_d=False)
     assert rolling_problems(RUNNING3, "upgrade", etcd=lost) == ["etcd has no quorum (1 of 3 voting members healthy)"]
 

@@ -24,6 +24,13 @@ def test_each_replica_says_what_was_issued_and_restarted():
     reconverged = [{"name": "k-master", "restarted": [], "why": [], "drained": False, "ready_after": 2.0},
                    {"name": "k-master-c", "restarted": ["kube-apiserver"], "why": ["services: the inputs changed"],
                     "drained": True, "ready_after": 9.96, "back_after": 20.0}]
+    reconverged.append({"name": "k-master-d", "current": True})
+    reconverged.append({"name": "k-master-e", "restarted": ["kube-apiserver"], "left": ["etcd"], "drained": False,
+                        "ready_after": 5.0})
+    assert rolling_report(["k-master-d", "k-master-e"], refreshed=reconverged) == [
+        "k-master-d: as it was converged, left as it is",
+        "k-master-e: restarted kube-apiserver (ready after 5.0 s); still runs with older files: etcd (its cluster could "
+        "not do without it)"]
     assert rolling_report(["k-master-c", "k-master"], refreshed=reconverged) == [
         "k-master-c: converged again (services: the inputs changed); restarted kube-apiserver (out of the load "
         "balancer: ready after 10.0 s, back after 20.0 s)",

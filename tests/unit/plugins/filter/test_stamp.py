@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.kubeha.gce.plugins.filter.stamp import FilterModule, role_options, stamp_digest, stamp_report
+from ansible_collections.kubeha.gce.plugins.filter.stamp import FilterModule, role_options, stamp_differences, stamp_digest, stamp_report
 
 
 def test_the_digest_is_of_the_value_in_any_key_order_and_of_the_trees(tmp_path):
@@ -75,3 +75,11 @@ def test_the_options_of_roles_come_from_their_argument_specs_or_defaults():
     assert "control_plane_extra_flags" in options and "control_plane_addon_manager_interval" in options
     with pytest.raises(AnsibleFilterError, match="cannot read the options of role nothing"):
         role_options(["nothing"])
+
+
+def test_stamp_differences_name_the_parts_that_are_not_current():
+    parts = {"services": {"current": False, "differences": ["/etc/gce.conf changed", "service etcd is failed enabled"]},
+             "pki": {"current": True, "differences": []}}
+    assert stamp_differences(parts) == ["services: /etc/gce.conf changed, service etcd is failed enabled"]
+    assert stamp_differences({"pki": {"current": True, "differences": []}}) == []
+    assert FilterModule().filters()["stamp_differences"] is stamp_differences

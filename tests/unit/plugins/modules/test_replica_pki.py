@@ -12,6 +12,7 @@ import threading
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from ansible_collections.kubeha.gce.plugins.module_utils._pki import material
 from ansible_collections.kubeha.gce.plugins.modules import replica_pki
@@ -137,35 +138,50 @@ def test_certificate_near_expiry_or_from_another_ca_is_issued_again(ca):
 
 
 def test_rotation_issues_again_what_was_issued_before_the_given_time_once(ca):
-    first = run(ca=ca, replica=REPLICA)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    # Issued within the last minute: before a time in the future, not before one in the past.
-    start = (now + datetime.timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    planned = run(ca=ca, replica=REPLICA, current=current_of(first), reissue=["apiserver", "etcd-peer"], issued_before=start,
+    old = run(ca=ca, replica=REPLICA)
+    # Certificates issued before the rotation began (their validity starts 5 minutes before they were issued).
+    for leaf in old["leaves"].values():
+        leaf["cert"] = backdated(leaf["cert"], ca[leaf["authority"]], minutes=30)
+    start = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    planned = run(ca=ca, replica=REPLICA, current=current_of(old), reissue=["apiserver", "etcd-peer"], issued_before=start,
                   check_mode=True)
     assert planned["changed"] is True and sorted(planned["changed_leaves"]) == ["apiserver", "etcd-peer"]
     assert planned["leaves"]["apiserver"]["cert"] is None
-    rotated = run(ca=ca, replica=REPLICA, current=current_of(first), reissue=["apiserver", "etcd-peer"], issued_before=start)
+    rotated = run(ca=ca, replica=REPLICA, current=current_of(old), reissue=["apiserver", "etcd-peer"], issued_before=start)
     assert sorted(rotated["changed_leaves"]) == ["apiserver", "etcd-peer"]
     assert rotated["leaves"]["apiserver"]["reason"].endswith("rotation asked")
-    assert rotated["leaves"]["apiserver"]["key"] != first["leaves"]["apiserver"]["key"]
-    assert rotated["leaves"]["scheduler"]["cert"] == first["leaves"]["scheduler"]["cert"]
-    # The same request again, with the same time and a time zone offset: what it issued is not issued again...
-    again = run(ca=ca, replica=REPLICA, current=current_of(rotated), reissue=["apiserver", "etcd-peer"],
-                issued_before=(now - datetime.timedelta(hours=2)).astimezone(datetime.timezone(datetime.timedelta(hours=-2)))
-                .isoformat())
-    assert again["changed"] is False and again["changed_leaves"] == []
+    assert rotated["leaves"]["apiserver"]["key"] != old["leaves"]["apiserver"]["key"]
+    assert rotated["leaves"]["scheduler"]["cert"] == old["leaves"]["scheduler"]["cert"]
+    # The same request again, with the same time (here with an offset): what it issued is not issued again...
+    same = datetime.datetime.strptime(start, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+    for when in (start, same.astimezone(datetime.timezone(datetime.timedelta(hours=-2))).isoformat()):
+        again = run(ca=ca, replica=REPLICA, current=current_of(rotated), reissue=["apiserver", "etcd-peer"], issued_before=when)
+        assert again["changed"] is False and again["changed_leaves"] == [], when
     # ...and without a time, everything asked is.
     forced = run(ca=ca, replica=REPLICA, current=current_of(rotated), reissue=["scheduler"])
     assert forced["changed_leaves"] == ["scheduler"] and forced["leaves"]["scheduler"]["reason"] == "rotation asked"
-    assert "scheduler" in forced["kubeconfigs"] and forced["leaves"]["scheduler"]["cert"] in \
-        base64.b64decode(forced["kubeconfigs"]["scheduler"].split("client-certificate-data: ")[1].split()[0]).decode()
+    assert forced["leaves"]["scheduler"]["cert"] in base64.b64decode(
+        forced["kubeconfigs"]["scheduler"].split("client-certificate-data: ")[1].split()[0]).decode()
+
+
+def backdated(pem, authority, minutes):
+    """``pem`` signed again by ``authority`` with its validity starting ``minutes`` earlier."""
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    key = material.load_key(authority["key"], "ca")
+    builder = (x509.CertificateBuilder().subject_name(cert.subject).issuer_name(cert.issuer).public_key(cert.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(cert.not_valid_before_utc - datetime.timedelta(minutes=minutes))
+               .not_valid_after(cert.not_valid_after_utc))
+    for extension in cert.extensions:
+        builder = builder.add_extension(extension.value, extension.critical)
+    return material.cert_pem(builder.sign(key, hashes.SHA256()))
 
 
 @pytest.mark.parametrize("args, message", [
     ({"reissue": ["apiserver"], "issued_before": "yesterday"},
      "issued_before must be an ISO 8601 time such as 2026-12-06T14:00:00Z, not 'yesterday'"),
     ({"reissue": ["apiserver"], "leaves": ["scheduler"]}, "reissue names apiserver, which leaves does not ask for (scheduler)"),
+    ({"reissue": ["apiserver"], "issued_before": "2999-01-01T00:00:00Z"}, "issued_before 2999-01-01T00:00:00Z is in the future"),
 ])
 def test_bad_rotation_input_is_named(ca, args, message):
     result = run(ca=ca, replica=REPLICA, **args)
