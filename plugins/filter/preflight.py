@@ -604,10 +604,10 @@ def reconfigure_problems(reads: t.Sequence[t.Mapping[str, t.Any]], service_clust
         for entry in (read.get("files") or {}).values():
             now = _exec_flags(entry.get("content") or "").get("service-cluster-ip-range")
             if now and now != service_cluster_ip_range:
-                problems.append("the service range of %s is %s, and kubeha_service_cluster_ip_range=%s would change it: a "
-                                "running cluster cannot take that, as the kubernetes service and every Service's "
-                                "cluster IP were given from it; keep %s (a new range means a new cluster)"
-                                % (name, now, service_cluster_ip_range, now))
+                problems.append("the service range of %s is %s, and kubeha_service_cluster_ip_range (or kube-apiserver's "
+                                "extra flag service-cluster-ip-range) would make it %s: a running cluster cannot take "
+                                "that, as the kubernetes service and every Service's cluster IP were given from it; "
+                                "keep %s (a new range means a new cluster)" % (name, now, service_cluster_ip_range, now))
     return problems
 
 

@@ -214,8 +214,9 @@ def reconfigure_flags(life, replicas):
     assert sorted(m["name"] for m in rule["members"]) == list(replicas)
     life.step("reconfigure again, as it is", "reconfigure", "zone=europe-west1-b", flags, expect_changed=0)
     life.refused("reconfigure to another service range", "reconfigure",
-                 "the service range of k-master is 10.0.0.0/16, and kubeha_service_cluster_ip_range=10.1.0.0/16 would "
-                 "change it", "zone=europe-west1-b", flags, "kubeha_service_cluster_ip_range=10.1.0.0/16")
+                 "the service range of k-master is 10.0.0.0/16, and kubeha_service_cluster_ip_range (or kube-apiserver's "
+                 "extra flag service-cluster-ip-range) would make it 10.1.0.0/16", "zone=europe-west1-b", flags,
+                 "kubeha_service_cluster_ip_range=10.1.0.0/16")
     life.step("reconfigure without them again", "reconfigure", "zone=europe-west1-b")
     for name in replicas:
         assert "--feature-gates" not in process_args(life, "kube-apiserver", name)

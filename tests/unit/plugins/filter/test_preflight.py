@@ -550,9 +550,10 @@ def test_the_service_range_of_a_running_cluster_stays():
     reads = [unit_read("k-master", UNIT % "10.0.0.0/16"), unit_read("k-master-c", UNIT % "10.0.0.0/16")]
     assert reconfigure_problems(reads, "10.0.0.0/16") == []
     assert reconfigure_problems(reads, "10.1.0.0/16") == [
-        "the service range of %s is 10.0.0.0/16, and kubeha_service_cluster_ip_range=10.1.0.0/16 would change it: a "
-        "running cluster cannot take that, as the kubernetes service and every Service's cluster IP were given from it; keep "
-        "10.0.0.0/16 (a new range means a new cluster)" % name for name in ("k-master", "k-master-c")]
+        "the service range of %s is 10.0.0.0/16, and kubeha_service_cluster_ip_range (or kube-apiserver's extra flag "
+        "service-cluster-ip-range) would make it 10.1.0.0/16: a running cluster cannot take that, as the kubernetes "
+        "service and every Service's cluster IP were given from it; keep 10.0.0.0/16 (a new range means a new cluster)"
+        % name for name in ("k-master", "k-master-c")]
     # A unit that could not be read, or without the flag, says nothing.
     assert reconfigure_problems([{"item": {"name": "k-master"}, "failed": True},
                                  unit_read("k-master-c", "[Service]\nExecStart=/bin/true\n")], "10.1.0.0/16") == []
