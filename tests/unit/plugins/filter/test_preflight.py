@@ -247,10 +247,10 @@ def test_removal_keeps_a_quorum_of_healthy_voters():
 
 
 def test_the_filters_are_registered():
-    names = ["bootstrap_problems", "etcd_problems", "etcd_restartable", "fault_tolerance", "member_of", "quorum", "reconfigure_problems", "recover_plan", "recover_problems",
-             "recover_target", "remove_problems",
-             "remove_request_problems", "remove_targets", "replica_targets",
-             "replicate_problems", "resource_names", "restore_problems", "restore_target", "rolling_problems", "unlisted_members", "zone_name_problems",
+    names = ["bootstrap_problems", "etcd_problems", "etcd_restartable", "fault_tolerance", "member_of", "quorum",
+             "reconfigure_problems", "recover_plan", "recover_problems", "recover_target", "remove_problems",
+             "remove_request_problems", "remove_targets", "replica_targets", "replicate_problems", "resource_names",
+             "restore_problems", "restore_target", "rolling_problems", "unlisted_members", "zone_name_problems",
              "zone_problems", "zone_region"]
     assert sorted(FilterModule().filters()) == names
     assert FilterModule().filters()["resource_names"]("k")["address"] == "k-master-ip"
