@@ -592,22 +592,52 @@ def _exec_flags(unit: str) -> dict[str, str]:
     return flags
 
 
-def reconfigure_problems(reads: t.Sequence[t.Mapping[str, t.Any]], service_cluster_ip_range: str) -> list[str]:
+#: The flags of a running replica that a run may not change, by unit: the setting that writes each, and why.
+_FIXED_FLAGS = {
+    ("kube-apiserver", "service-cluster-ip-range"): (
+        "kubeha_service_cluster_ip_range (or kube-apiserver's extra flag service-cluster-ip-range)",
+        "a running cluster cannot take that, as the kubernetes service and every Service's cluster IP were given from "
+        "it (a new range means a new cluster)"),
+    ("etcd", "data-dir"): (
+        "kubeha_etcd_data_dir (or the etcd role's etcd_data_dir)",
+        "the member's data is there, and a member that starts on another directory starts empty"),
+    ("etcd", "listen-peer-urls"): (
+        "kubeha_etcd_peer_port",
+        "the other members reach it at the peer URL that the membership holds, which a changed unit does not change"),
+    ("etcd-events", "data-dir"): (
+        "kubeha_etcd_events_data_dir",
+        "the member's data is there, and a member that starts on another directory starts empty"),
+    ("etcd-events", "listen-peer-urls"): (
+        "kubeha_etcd_events_peer_port",
+        "the other members reach it at the peer URL that the membership holds, which a changed unit does not change"),
+}
+
+
+def _flag_value(flag: str, value: str) -> str:
+    """What is compared of a flag: the port of a peer URL (its address is the replica's own), else the value."""
+    return urlsplit(value).netloc.rsplit(":", 1)[-1] if flag == "listen-peer-urls" else value
+
+
+def reconfigure_problems(reads: t.Sequence[t.Mapping[str, t.Any]], wanted: t.Mapping[str, t.Mapping[str, t.Any]]
+                         ) -> list[str]:
     """Why the settings asked for cannot reach the running replicas. ``reads`` are the results of a
-    kubeha.gce.replica_files_info loop over the replicas (``item.name``), each reading the kube-apiserver unit. The
-    service range (``service_cluster_ip_range``, as the run would write it) cannot change under a running cluster:
-    the kubernetes service and every Service's cluster IP were allocated from it. A unit that was not read says
-    nothing."""
+    kubeha.gce.replica_files_info loop over the replicas (``item.name``), each reading the units of kube-apiserver
+    and etcd (``/etc/systemd/system/UNIT.service``); ``wanted`` maps a unit to the flags the run would write
+    (``listen-peer-urls`` as a port). The service range cannot change under a running cluster, nor an etcd member's
+    data directory or peer port. A unit that was not read, or a flag it has not, says nothing."""
     problems = []
     for read in reads or []:
         name = (read.get("item") or {}).get("name")
-        for entry in (read.get("files") or {}).values():
-            now = _exec_flags(entry.get("content") or "").get("service-cluster-ip-range")
-            if now and now != service_cluster_ip_range:
-                problems.append("the service range of %s is %s, and kubeha_service_cluster_ip_range (or kube-apiserver's "
-                                "extra flag service-cluster-ip-range) would make it %s: a running cluster cannot take "
-                                "that, as the kubernetes service and every Service's cluster IP were given from it; "
-                                "keep %s (a new range means a new cluster)" % (name, now, service_cluster_ip_range, now))
+        for path, entry in sorted((read.get("files") or {}).items()):
+            unit = path.rsplit("/", 1)[-1][:-len(".service")] if path.endswith(".service") else path
+            flags = _exec_flags(entry.get("content") or "")
+            for flag, value in sorted((wanted.get(unit) or {}).items()):
+                now = flags.get(flag)
+                if now is None or _flag_value(flag, now) == str(value):
+                    continue
+                setting, why = _FIXED_FLAGS.get((unit, flag), (flag, "it cannot change under a running cluster"))
+                problems.append("%s on %s runs with --%s=%s, and %s would make it %s: %s; keep %s"
+                                % (unit, name, flag, now, setting, value, why, _flag_value(flag, now)))
     return problems
 
 

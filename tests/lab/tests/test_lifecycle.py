@@ -191,7 +191,8 @@ def reconfigure_flags(life, replicas):
     """reconfigure on a cluster as it was converged changes nothing; a feature gate of kube-apiserver and a flag of
     kube-controller-manager reach every replica one at a time (out of the load balancer while kube-apiserver restarts,
     the etcd leader last), a check-mode run first changing nothing, and the next run changes nothing; a new service
-    range is refused; without them again, they are taken away the same way."""
+    range is refused; a flag kube-apiserver refuses stops the run at the first replica, which the next run (without
+    it) takes first; without them, they are taken away the same way."""
     life.step("reconfigure, nothing changed", "reconfigure", "zone=europe-west1-b", expect_changed=0)
     flags = json.dumps({"control_plane_extra_flags": {"kube-apiserver": {"feature-gates": "AllAlpha=false"},
                                                       "kube-controller-manager": {"v": "3"}}})
@@ -214,12 +215,26 @@ def reconfigure_flags(life, replicas):
     assert sorted(m["name"] for m in rule["members"]) == list(replicas)
     life.step("reconfigure again, as it is", "reconfigure", "zone=europe-west1-b", flags, expect_changed=0)
     life.refused("reconfigure to another service range", "reconfigure",
-                 "the service range of k-master is 10.0.0.0/16, and kubeha_service_cluster_ip_range (or kube-apiserver's "
-                 "extra flag service-cluster-ip-range) would make it 10.1.0.0/16", "zone=europe-west1-b", flags,
+                 "kube-apiserver on k-master runs with --service-cluster-ip-range=10.0.0.0/16, and "
+                 "kubeha_service_cluster_ip_range (or kube-apiserver's extra flag service-cluster-ip-range) would make it "
+                 "10.1.0.0/16", "zone=europe-west1-b", flags,
                  "kubeha_service_cluster_ip_range=10.1.0.0/16")
-    life.step("reconfigure without them again", "reconfigure", "zone=europe-west1-b")
+    # A flag that kube-apiserver refuses: the first replica's API server does not come back; the run stops there,
+    # saying so, with that replica back in the load balancer (its health check keeps it from traffic) and the others
+    # as they were. The run without it takes that replica first, and puts every replica right.
+    bad = json.dumps({"control_plane_extra_flags": {"kube-apiserver": {"kubeha-lab-no-such-flag": "1"}}})
+    stopped = life.stopped("reconfigure with a flag kube-apiserver refuses", "reconfigure", "again failed at",
+                           "zone=europe-west1-b", bad, "control_plane_wait_timeout=20")
+    broken = stopped.stdout.split("converging ")[1].split(" again failed at")[0]
+    assert broken in replicas and "It was put back into the load balancer" in stopped.stdout, failure_text(stopped.stdout)
+    assert all("--feature-gates=AllAlpha=false" in process_args(life, "kube-apiserver", name)
+               for name in replicas if name != broken)
+    fixed = life.step("reconfigure without them again", "reconfigure", "zone=europe-west1-b")
+    assert section(fixed, "Say what was done on each replica")[0].startswith(broken + ": converged again"), fixed.stdout[-3000:]
     for name in replicas:
         assert "--feature-gates" not in process_args(life, "kube-apiserver", name)
+    [rule] = life.network()["forwarding_rules"]
+    assert sorted(m["name"] for m in rule["members"]) == list(replicas)
     return said
 
 

@@ -540,20 +540,39 @@ ExecStart=/opt/kubernetes/bin/kube-apiserver \\
 
 Restart=always
 """
+ETCD_UNIT = """[Service]
+ExecStart=/usr/local/bin/etcd \\
+  --name=k-master \\
+  --data-dir=/mnt/disks/master-pd/var/etcd/data \\
+  --listen-peer-urls=https://10.132.0.2:2380 \\
+  --listen-client-urls=https://127.0.0.1:2379,https://10.132.0.2:2379
+"""
+WANTED = {"kube-apiserver": {"service-cluster-ip-range": "10.0.0.0/16"},
+          "etcd": {"data-dir": "/mnt/disks/master-pd/var/etcd/data", "listen-peer-urls": 2380},
+          "etcd-events": {"data-dir": "/mnt/disks/master-pd/var/etcd/data-events", "listen-peer-urls": 2381}}
 
 
-def unit_read(name, text):
-    return {"item": {"name": name}, "files": {"/etc/systemd/system/kube-apiserver.service": {"content": text}}}
+def unit_read(name, apiserver, etcd=ETCD_UNIT):
+    return {"item": {"name": name}, "files": {"/etc/systemd/system/kube-apiserver.service": {"content": apiserver},
+                                               "/etc/systemd/system/etcd.service": {"content": etcd}}}
 
 
-def test_the_service_range_of_a_running_cluster_stays():
+def test_the_service_range_and_the_etcd_data_and_peer_port_of_a_running_cluster_stay():
     reads = [unit_read("k-master", UNIT % "10.0.0.0/16"), unit_read("k-master-c", UNIT % "10.0.0.0/16")]
-    assert reconfigure_problems(reads, "10.0.0.0/16") == []
-    assert reconfigure_problems(reads, "10.1.0.0/16") == [
-        "the service range of %s is 10.0.0.0/16, and kubeha_service_cluster_ip_range (or kube-apiserver's extra flag "
-        "service-cluster-ip-range) would make it 10.1.0.0/16: a running cluster cannot take that, as the kubernetes "
-        "service and every Service's cluster IP were given from it; keep 10.0.0.0/16 (a new range means a new cluster)"
-        % name for name in ("k-master", "k-master-c")]
+    assert reconfigure_problems(reads, WANTED) == []
+    assert reconfigure_problems(reads, dict(WANTED, **{"kube-apiserver": {"service-cluster-ip-range": "10.1.0.0/16"}})) == [
+        "kube-apiserver on %s runs with --service-cluster-ip-range=10.0.0.0/16, and kubeha_service_cluster_ip_range (or "
+        "kube-apiserver's extra flag service-cluster-ip-range) would make it 10.1.0.0/16: a running cluster cannot take "
+        "that, as the kubernetes service and every Service's cluster IP were given from it (a new range means a new "
+        "cluster); keep 10.0.0.0/16" % name for name in ("k-master", "k-master-c")]
+    moved = dict(WANTED, etcd={"data-dir": "/srv/etcd", "listen-peer-urls": 2390})
+    assert reconfigure_problems(reads[:1], moved) == [
+        "etcd on k-master runs with --data-dir=/mnt/disks/master-pd/var/etcd/data, and kubeha_etcd_data_dir (or the etcd "
+        "role's etcd_data_dir) would make it /srv/etcd: the member's data is there, and a member that starts on another "
+        "directory starts empty; keep /mnt/disks/master-pd/var/etcd/data",
+        "etcd on k-master runs with --listen-peer-urls=https://10.132.0.2:2380, and kubeha_etcd_peer_port would make it "
+        "2390: the other members reach it at the peer URL that the membership holds, which a changed unit does not "
+        "change; keep 2380"]
     # A unit that could not be read, or without the flag, says nothing.
     assert reconfigure_problems([{"item": {"name": "k-master"}, "failed": True},
-                                 unit_read("k-master-c", "[Service]\nExecStart=/bin/true\n")], "10.1.0.0/16") == []
+                                 unit_read("k-master-c", "[Service]\nExecStart=/bin/true\n", etcd="")], moved) == []
