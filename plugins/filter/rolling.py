@@ -42,9 +42,10 @@ def rolling_report(names: t.Sequence[str], issued_again: t.Mapping[str, t.Sequen
 
 def restarted_units(after: t.Mapping[str, t.Mapping[str, t.Any]], before: t.Mapping[str, t.Mapping[str, t.Any]]) -> list[str]:
     """The services that run now with another main process than before (started anew, or started at all), as
-    kubeha.gce.replica_units_info's ``units`` says them, in the order of ``after``."""
+    kubeha.gce.replica_units_info's ``units`` says them, in the order of ``after``. The main PID tells it: the start
+    time is computed from two clocks, and two readings of one process may differ by microseconds."""
     return [unit for unit, now in after.items()
-            if now.get("active") and now.get("started") != (before.get(unit) or {}).get("started")]
+            if now.get("active") and now.get("pid") != (before.get(unit) or {}).get("pid")]
 
 
 class FilterModule:

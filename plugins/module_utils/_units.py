@@ -176,6 +176,9 @@ def check(units: t.Sequence[str], reloaded: t.Mapping[str, t.Any] | None, run: R
             newer.append(block["FragmentPath"])
         report[unit] = {
             "active": active,
+            # The main process, which tells a restart exactly (the start time is computed from two clocks, which a
+            # second reading sees a few microseconds apart).
+            "pid": int(block.get("MainPID") or 0) or None if active else None,
             "started": None if start is None else datetime.datetime.fromtimestamp(start, datetime.timezone.utc).isoformat(),
             "files": [f for f in files if written[f] is not None],
             "newer": newer,

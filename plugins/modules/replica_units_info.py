@@ -75,6 +75,7 @@ units:
   sample:
     kube-apiserver:
       active: true
+      pid: 4242
       started: "2026-12-06T10:53:41.123456+00:00"
       files: [/usr/local/bin/kube-apiserver, /etc/kubernetes/pki/apiserver-etcd-client.crt]
       newer: [/etc/kubernetes/pki/apiserver-etcd-client.crt]
@@ -82,8 +83,13 @@ units:
     active:
       description: Whether systemd has the service active.
       type: bool
+    pid:
+      description: The PID of its main process, or null when it is not active.
+      type: int
     started:
-      description: When its main process started (ISO 8601), or null when it is not active.
+      description:
+        - When its main process started (ISO 8601), or null when it is not active. Computed from the monotonic clock,
+          it may differ by microseconds from one reading to the next; RV(units.pid) tells a restart.
       type: str
     files:
       description: The files it read at start that exist, its executable first.

@@ -553,8 +553,9 @@ WANTED = {"kube-apiserver": {"service-cluster-ip-range": "10.0.0.0/16"},
 
 
 def unit_read(name, apiserver, etcd=ETCD_UNIT):
-    return {"item": {"name": name}, "files": {"/etc/systemd/system/kube-apiserver.service": {"content": apiserver},
-                                               "/etc/systemd/system/etcd.service": {"content": etcd}}}
+    files = {"/etc/systemd/system/kube-apiserver.service": {"content": apiserver},
+             "/etc/systemd/system/etcd.service": {"content": etcd}}
+    return {"item": {"name": name}, "files": files}
 
 
 def test_the_service_range_and_the_etcd_data_and_peer_port_of_a_running_cluster_stay():

@@ -38,13 +38,15 @@ def test_each_replica_says_what_was_issued_and_restarted():
 
 
 def test_restarted_units_are_those_with_another_main_process():
-    before = {"etcd": {"active": True, "started": "2026-12-06T10:00:00+00:00"},
-              "kube-apiserver": {"active": True, "started": "2026-12-06T10:00:01+00:00"},
-              "kube-scheduler": {"active": False, "started": None},
-              "kube-controller-manager": {"active": True, "started": "2026-12-06T10:00:02+00:00"}}
-    after = dict(before, **{"kube-apiserver": {"active": True, "started": "2026-12-06T11:00:00+00:00"},
-                            "kube-scheduler": {"active": True, "started": "2026-12-06T11:00:01+00:00"},
-                            "kube-controller-manager": {"active": False, "started": None},
-                            "kube-addon-manager": {"active": True, "started": "2026-12-06T11:00:02+00:00"}})
+    # The same processes read twice: start times a few microseconds apart, the same PIDs.
+    before = {"etcd": {"active": True, "pid": 101, "started": "2026-12-06T10:00:00.000001+00:00"},
+              "kube-apiserver": {"active": True, "pid": 102, "started": "2026-12-06T10:00:01+00:00"},
+              "kube-scheduler": {"active": False, "pid": None, "started": None},
+              "kube-controller-manager": {"active": True, "pid": 103, "started": "2026-12-06T10:00:02+00:00"}}
+    after = dict(before, **{"etcd": {"active": True, "pid": 101, "started": "2026-12-06T10:00:00.000004+00:00"},
+                            "kube-apiserver": {"active": True, "pid": 202, "started": "2026-12-06T11:00:00+00:00"},
+                            "kube-scheduler": {"active": True, "pid": 203, "started": "2026-12-06T11:00:01+00:00"},
+                            "kube-controller-manager": {"active": False, "pid": None, "started": None},
+                            "kube-addon-manager": {"active": True, "pid": 204, "started": "2026-12-06T11:00:02+00:00"}})
     assert restarted_units(after, before) == ["kube-apiserver", "kube-scheduler", "kube-addon-manager"]
     assert FilterModule().filters()["restarted_units"] is restarted_units

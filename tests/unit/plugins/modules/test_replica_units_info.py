@@ -89,9 +89,9 @@ def test_services_that_read_a_file_written_since_they_started_are_stale(tmp_path
     # is not a path and a missing file are not counted.
     assert entry["files"] == [files["binary"], files["old"], files["new"]]
     assert entry["newer"] == [files["new"]]
-    assert entry["active"] is True and entry["started"].endswith("+00:00")
+    assert entry["active"] is True and entry["started"].endswith("+00:00") and isinstance(entry["pid"], int)
     # Not running: starting it reads the files, so it is not stale.
-    assert result["units"]["kube-scheduler"] == {"active": False, "started": None,
+    assert result["units"]["kube-scheduler"] == {"active": False, "pid": None, "started": None,
                                                  "files": [files["binary"], files["kubeconfig"]], "newer": []}
     # Started after its kubeconfig was written.
     assert result["units"]["kube-controller-manager"]["newer"] == []
@@ -130,7 +130,7 @@ def test_a_unit_systemd_does_not_know_is_not_active(tmp_path):
     out = "Id=kube-nothing.service\nMainPID=0\nNeedDaemonReload=no\nFragmentPath=\nExecMainStartTimestampMonotonic=0\n" \
           "ActiveState=inactive\n"
     result = run(tmp_path, ["kube-nothing"], out)[0]
-    assert result["units"]["kube-nothing"] == {"active": False, "started": None, "files": [], "newer": []}
+    assert result["units"]["kube-nothing"] == {"active": False, "pid": None, "started": None, "files": [], "newer": []}
     assert result["stale"] == []
 
 
