@@ -48,8 +48,18 @@ def restarted_units(after: t.Mapping[str, t.Mapping[str, t.Any]], before: t.Mapp
             if now.get("active") and now.get("pid") != (before.get(unit) or {}).get("pid")]
 
 
+def rolling_order(replicas: t.Sequence[t.Mapping[str, t.Any]], leader: str | None = None,
+                  first: t.Sequence[str] = ()) -> list[t.Mapping[str, t.Any]]:
+    """The order a change rolls out in: the replicas named in ``first`` (unhealthy ones, which the change may put
+    right), then the others, and the etcd ``leader`` last unless it is among ``first`` (the cluster elects a new
+    leader once, not at every replica). The order given is kept within each group."""
+    early = [r for r in replicas if r["name"] in first]
+    late = [r for r in replicas if r["name"] == leader and r["name"] not in first]
+    return early + [r for r in replicas if r not in early and r not in late] + late
+
+
 class FilterModule:
     """Reports of kubeha.gce's rolling changes."""
 
     def filters(self) -> dict[str, t.Callable[..., t.Any]]:
-        return {"rolling_report": rolling_report, "restarted_units": restarted_units}
+        return {"rolling_report": rolling_report, "restarted_units": restarted_units, "rolling_order": rolling_order}

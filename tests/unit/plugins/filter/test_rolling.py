@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.kubeha.gce.plugins.filter.rolling import FilterModule, restarted_units, rolling_report
+from ansible_collections.kubeha.gce.plugins.filter.rolling import FilterModule, restarted_units, rolling_order, rolling_report
 
 
 def test_each_replica_says_what_was_issued_and_restarted():
@@ -50,3 +50,19 @@ def test_restarted_units_are_those_with_another_main_process():
                             "kube-addon-manager": {"active": True, "pid": 204, "started": "2026-12-06T11:00:02+00:00"}})
     assert restarted_units(after, before) == ["kube-apiserver", "kube-scheduler", "kube-addon-manager"]
     assert FilterModule().filters()["restarted_units"] is restarted_units
+
+
+def test_the_rolling_order_takes_unhealthy_replicas_first_and_the_leader_last():
+    replicas = [{"name": n} for n in ("k-master", "k-master-c", "k-master-d", "k-master-e")]
+
+    def names(order):
+        return [r["name"] for r in order]
+
+    assert names(rolling_order(replicas, "k-master")) == ["k-master-c", "k-master-d", "k-master-e", "k-master"]
+    assert names(rolling_order(replicas, "k-master-c", ["k-master-e"])) == [
+        "k-master-e", "k-master", "k-master-d", "k-master-c"]
+    # An unhealthy leader goes first: the change may be what puts it right.
+    assert names(rolling_order(replicas, "k-master-d", ["k-master-d"])) == [
+        "k-master-d", "k-master", "k-master-c", "k-master-e"]
+    assert names(rolling_order(replicas)) == names(replicas)
+    assert FilterModule().filters()["rolling_order"] is rolling_order
