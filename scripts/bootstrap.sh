@@ -163,6 +163,52 @@ create_venv() {
     log "virtualenv ready"
 }
 
+# etcd of the next minor, for the lab's etcd upgrade: Debian 12 ships etcd 3.4 only, so the etcd-server and
+# etcd-client packages of Debian 13 (whose etcd 3.5 needs nothing but glibc) are fetched with apt, through a sources
+# list and package lists of their own (the host's apt setup is left as it is), checked by apt against Debian's
+# archive key, and their binaries unpacked into $CACHE_DIR/etcd-next/bin, where the lab finds them.
+ETCD_NEXT_SUITE=trixie
+ETCD_NEXT_MINOR=3.5
+fetch_etcd_next() {
+    local dir=$CACHE_DIR/etcd-next
+    if [[ -x $dir/bin/etcd && -x $dir/bin/etcdctl ]]; then
+        log "reusing etcd $("$dir/bin/etcd" --version | sed -n 's/^etcd Version: //p') in $dir"
+        return 0
+    fi
+    # Only the lab's etcd upgrade needs it, and fails saying so when it is missing: nothing else stops here.
+    local absent="no etcd $ETCD_NEXT_MINOR in $dir (from Debian $ETCD_NEXT_SUITE through apt-get): the lab's etcd upgrade test will fail"
+    if ! command -v apt-get >/dev/null 2>&1 || [[ ${KUBEHA_SKIP_APT:-0} == 1 ]]; then
+        log "$absent"
+        return 0
+    fi
+    local work
+    work=$(mktemp -d "$CACHE_DIR/.etcd-next.XXXXXX")
+    mkdir -p "$work/lists/partial" "$work/archives/partial" "$work/root" "$work/bin"
+    printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian %s main\n' \
+        "$ETCD_NEXT_SUITE" >"$work/sources.list"
+    local apt=(-o "Dir::Etc::sourcelist=$work/sources.list" -o Dir::Etc::sourceparts=/nonexistent
+        -o "Dir::State::Lists=$work/lists" -o "Dir::Cache::archives=$work/archives" -o APT::Sandbox::User=root -q)
+    local deb version=""
+    if as_root apt-get "${apt[@]}" update >/dev/null \
+        && (cd "$work/archives" && as_root apt-get "${apt[@]}" download etcd-server etcd-client >/dev/null); then
+        for deb in "$work"/archives/etcd-*.deb; do
+            dpkg-deb -x "$deb" "$work/root" || true
+        done
+        if cp "$work/root/usr/bin/etcd" "$work/root/usr/bin/etcdctl" "$work/bin/" 2>/dev/null; then
+            version=$("$work/bin/etcd" --version 2>/dev/null | head -1) || version=""
+        fi
+    fi
+    if [[ $version == "etcd Version: $ETCD_NEXT_MINOR."* ]]; then
+        rm -rf "$dir"
+        mkdir -p "$dir"
+        mv "$work/bin" "$dir/bin"
+        log "etcd ${version#etcd Version: } from Debian $ETCD_NEXT_SUITE in $dir"
+    else
+        log "$absent${version:+ (it has ${version#etcd Version: })}"
+    fi
+    rm -rf "$work"
+}
+
 main() {
     # Keep stdout for the result; everything else goes to stderr.
     exec 3>&1 1>&2
@@ -198,6 +244,7 @@ main() {
         create_venv "$python" "$venv"
     fi
     touch "$venv/$MARKER_NAME"
+    fetch_etcd_next
     printf '%s\n' "$venv" >&3
 }
 

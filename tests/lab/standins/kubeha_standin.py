@@ -8,7 +8,9 @@ kube-scheduler) imitate the real binaries at the interfaces the
 kubeha.gce collection touches, with the standard library of python3 only:
 
 - command lines parsed as pflag/cobra parse them, against the flag names of
-  Kubernetes v1.36 (an unknown flag fails as it does for real);
+  Kubernetes v1.36 (an unknown flag fails as it does for real), and feature
+  gates checked against the release the stand-in is built as (v1.36.0 unless
+  the lab builds it as another, see GIT_VERSION);
 - klog-like logs on stderr;
 - kubeconfig files (YAML or JSON) with embedded data or file paths;
 - a small Kubernetes API client (client certificates, tokens, Status errors);
@@ -38,8 +40,19 @@ import typing as t
 import urllib.parse
 import uuid
 
-#: The version every stand-in reports (``--version``, ``/version``, ``kubectl version``).
-GIT_VERSION = "v1.36.0-kubeha-lab-standin"
+#: The version every stand-in reports (``--version``, ``/version``, ``kubectl version``): v1.36.0's, unless the lab
+#: built the stand-in as another release (tests/lab/kubeha_lab writes kubeha_standin_build.py into each built binary).
+try:
+    from kubeha_standin_build import GIT_VERSION  # type: ignore[import-not-found]  # pylint: disable=import-error
+except ImportError:
+    GIT_VERSION = "v1.36.0-kubeha-lab-standin"
+
+#: Feature gates whose value a release no longer lets be set, by minor version: removed ones are unknown to it, and
+#: locked ones may only be set to the value they are locked to. From the release notes (CHANGELOG-1.37.md: the GA gate
+#: AnyVolumeDataSource removed, DeclarativeValidationTakeover locked to false; AnyVolumeDataSource is locked to true
+#: since v1.33). The lab's upgrade runs with a gate of one release that the next refuses.
+FEATURE_GATES_REMOVED = {"37": {"AnyVolumeDataSource"}}
+FEATURE_GATES_LOCKED = {"36": {"AnyVolumeDataSource": True}, "37": {"DeclarativeValidationTakeover": False}}
 KUSTOMIZE_VERSION = "v5.4.2"
 
 
@@ -351,7 +364,32 @@ def parse_command_line(command: str, flagset: FlagSet, argv: t.Sequence[str],
         sys.exit(1)
     if "v" in flags:
         LOG.verbosity = flags.integer("v")
+    problem = feature_gate_problem(flags.strings("feature-gates") if "feature-gates" in flagset.kinds else [])
+    if problem:
+        sys.stderr.write("Error: invalid argument \"%s\" for \"--feature-gates\" flag: %s\n" % (
+            flags.raw("feature-gates"), problem))
+        sys.exit(1)
     return flags
+
+
+def feature_gate_problem(gates: t.Sequence[str]) -> str:
+    """Why the release this stand-in is built as refuses --feature-gates (Name=bool,...): empty when it does not."""
+    minor = version_info()["minor"]
+    for gate in gates:
+        name, value = (gate.split("=", 1) + [""])[:2]
+        name = name.strip()
+        try:
+            enabled = parse_bool(value.strip())
+        except ValueError:
+            return "invalid value of %s=%s, err: strconv.ParseBool: parsing %s: invalid syntax" % (
+                name, value, json.dumps(value))
+        if name in FEATURE_GATES_REMOVED.get(minor, ()):
+            return "unrecognized feature gate: %s" % name
+        locked = FEATURE_GATES_LOCKED.get(minor, {})
+        if name in locked and locked[name] != enabled:
+            return "cannot set feature gate %s to %s, feature is locked to %s" % (
+                name, str(enabled).lower(), str(locked[name]).lower())
+    return ""
 
 
 def check_readable(flags: Flags, names: t.Iterable[str]) -> None:
