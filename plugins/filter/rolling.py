@@ -31,6 +31,9 @@ def rolling_report(names: t.Sequence[str], issued_again: t.Mapping[str, t.Sequen
             took = "ready after %.1f s" % record["ready_after"]
             if record.get("drained"):
                 took = "out of the load balancer: %s, back after %.1f s" % (took, record["back_after"])
+            elif "kube-apiserver" in record["restarted"]:
+                # One replica, or none other healthy: what the API was down for, at most.
+                took += ", the API down meanwhile: no other replica served it"
             parts.append("restarted %s (%s)" % (", ".join(record["restarted"]), took))
         else:
             parts.append("nothing restarted")

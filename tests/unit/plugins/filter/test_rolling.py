@@ -29,8 +29,8 @@ def test_each_replica_says_what_was_issued_and_restarted():
                         "ready_after": 5.0})
     assert rolling_report(["k-master-d", "k-master-e"], refreshed=reconverged) == [
         "k-master-d: as it was converged, left as it is",
-        "k-master-e: restarted kube-apiserver (ready after 5.0 s); still runs with older files: etcd (its cluster could "
-        "not do without it)"]
+        "k-master-e: restarted kube-apiserver (ready after 5.0 s, the API down meanwhile: no other replica served it); "
+        "still runs with older files: etcd (its cluster could not do without it)"]
     assert rolling_report(["k-master-c", "k-master"], refreshed=reconverged) == [
         "k-master-c: converged again (services: the inputs changed); restarted kube-apiserver (out of the load "
         "balancer: ready after 10.0 s, back after 20.0 s)",
