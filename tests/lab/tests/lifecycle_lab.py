@@ -513,6 +513,20 @@ class Lifecycle:
                 "failed_polls": sum(1 for p in polls if not p["ok"])}
 
 
+def etcd_leader(life):
+    """The name of etcd's leader, read through the first replica."""
+    done = life.ssh("%s --endpoints https://127.0.0.1:2379 endpoint status -w json" % ETCDCTL)
+    leader = json.loads(done.stdout)[0]["Status"]["leader"]
+    return next(m[1] for m in life.members() if m[0] == leader)
+
+
+def section(run, task):
+    """The lines of the message that the task named ``task`` printed (a list of strings)."""
+    text = [part for part in run.stdout.split("TASK [") if task in part.split("]", 1)[0]][-1]
+    return [json.loads(line.strip().rstrip(",")) for line in text.splitlines()
+            if line.strip().startswith('"') and line.strip().rstrip(",").endswith('"') and '": ' not in line]
+
+
 def recap(run):
     """PLAY RECAP counts per host."""
     counts = {}

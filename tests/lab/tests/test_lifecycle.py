@@ -34,7 +34,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from labcli import control, save_report
-from lifecycle_lab import ETCDCTL, recap
+from lifecycle_lab import ETCDCTL, etcd_leader, recap, section
 
 # The etcd data directory on a replica's data disk (kubeha_etcd_data_dir).
 ETCD_DATA = "/mnt/disks/master-pd/var/etcd/data"
@@ -127,20 +127,6 @@ def leaf_serials(life, name):
     return {stem: x509.load_pem_x509_certificate(life.ssh("sudo cat /etc/kubernetes/pki/%s.crt" % stem,
                                                           name=name).stdout.encode()).serial_number
             for stem in LEAVES}
-
-
-def etcd_leader(life):
-    """The name of etcd's leader, read through the first replica."""
-    done = life.ssh("%s --endpoints https://127.0.0.1:2379 endpoint status -w json" % ETCDCTL)
-    leader = json.loads(done.stdout)[0]["Status"]["leader"]
-    return next(m[1] for m in life.members() if m[0] == leader)
-
-
-def section(run, task):
-    """The lines of the message that the task named ``task`` printed (a list of strings)."""
-    text = [part for part in run.stdout.split("TASK [") if task in part.split("]", 1)[0]][-1]
-    return [json.loads(line.strip().rstrip(",")) for line in text.splitlines()
-            if line.strip().startswith('"') and line.strip().rstrip(",").endswith('"') and '": ' not in line]
 
 
 def rotate_every_certificate(life, replicas):
