@@ -283,16 +283,17 @@ def write_inventory() -> str:
         "lab_etcd_archives": {version: etcd_archive(version, directory) for version, directory in etcd_releases().items()},
         "kubeha_etcd_archive_src":
             "{{ lab_etcd_archives[kubeha_etcd_version] | default('/nonexistent/the-lab-has-no-etcd-' ~ kubeha_etcd_version) }}",
-        # Each release the lab has is fetched as a user's is, by kubernetes_version; another one is not found (the lab
-        # never reaches dl.k8s.io).
+        # Each release the lab has is fetched as a user's is, by kubernetes_version; another one gets the default's
+        # archive, as every version did before the lab had several (the lab never reaches dl.k8s.io): bootstrap,
+        # replicate and recover fetch before they compare the version with the cluster's.
         "lab_kubernetes_archives": {version: {"url": "file://" + archive, "checksum": checksum}
                                     for version, (archive, checksum) in archives.items()},
         "kubeha_kubernetes_server_archive_url":
-            "{{ (lab_kubernetes_archives[kubeha_kubernetes_version] | default({})).url"
-            " | default('file:///nonexistent/the-lab-has-no-server-archive-of-' ~ kubeha_kubernetes_version) }}",
+            "{{ (lab_kubernetes_archives[kubeha_kubernetes_version] | default(lab_kubernetes_archives['%s'])).url }}"
+            % KUBERNETES_VERSIONS[0],
         "kubeha_kubernetes_server_archive_checksum":
-            "{{ (lab_kubernetes_archives[kubeha_kubernetes_version] | default({})).checksum"
-            " | default(lab_kubernetes_archives['%s'].checksum) }}" % KUBERNETES_VERSIONS[0],
+            "{{ (lab_kubernetes_archives[kubeha_kubernetes_version] | default(lab_kubernetes_archives['%s'])).checksum }}"
+            % KUBERNETES_VERSIONS[0],
         "kubeha_kubernetes_cache_dir": cache,
         # The cloud-controller-manager, fetched as a user's hosted copy is (checked against its sha256).
         "kubeha_cloud_controller_url": "file://" + ccm,
