@@ -19,7 +19,9 @@ def replica_pki_files(material: t.Mapping[str, t.Any], layout: t.Mapping[str, t.
     """The CA material, certificates, keys and kubeconfigs of one replica as files (path, content, mode), from the
     pki role's material and its layout (dir, kubeconfig_dir, ca_paths, leaf_paths, kubeconfigs; skip_leaves, the
     certificates another role writes; create_only_ca_paths, CA files another role owns once it runs, written here
-    only when missing, with force false, so that the CA material is whole from the first run on). A kubeconfig not
+    only when missing, with force false, so that the CA material is whole from the first run on; signer_paths, the
+    file of each CA's signing certificate alone, from the material's signers). An optional CA part (a CA's next key,
+    held during a rotation) is listed only when the material has it. A kubeconfig not
     made yet (check mode) is listed, empty, only when its certificate changes, so that it is predicted to change
     exactly then. Paths are the directory, a slash and the relative path, as the role reads them."""
     try:
@@ -31,9 +33,15 @@ def replica_pki_files(material: t.Mapping[str, t.Any], layout: t.Mapping[str, t.
             item = {"path": "%s/%s" % (directory, entry["path"]),
                     "content": _text((ca.get(entry["ca"]) or {}).get(entry["part"])),
                     "mode": "0644" if entry["part"] in ("cert", "public") else "0600"}
+            if entry.get("optional") and not item["content"]:
+                continue
             if entry["path"] in layout.get("create_only_ca_paths", []):
                 item["force"] = False
             files.append(item)
+        signers = material.get("signers") or {}
+        for name, path in (layout.get("signer_paths") or {}).items():
+            if signers.get(name):
+                files.append({"path": "%s/%s" % (directory, path), "content": _text(signers[name]), "mode": "0644"})
         for name, stem in layout["leaf_paths"].items():
             if name in layout.get("skip_leaves", []):
                 continue
@@ -48,6 +56,21 @@ def replica_pki_files(material: t.Mapping[str, t.Any], layout: t.Mapping[str, t.
         raise AnsibleFilterError("replica_pki_files: the material or the layout is not as the pki role makes it: %r"
                                  % exc) from exc
     return files
+
+
+def ca_material(files: t.Mapping[str, t.Mapping[str, t.Any]], ca_paths: t.Sequence[t.Mapping[str, str]],
+                directory: str) -> dict[str, dict[str, str]]:
+    """The CA material (CA name -> part -> PEM) in the files read from a replica (kubeha.gce.replica_files_info's
+    ``files``), by the pki role's ca_paths (ca, part, path under ``directory``); a file not read is left out."""
+    material: dict[str, dict[str, str]] = {}
+    try:
+        for entry in ca_paths:
+            found = files.get("%s/%s" % (directory, entry["path"]))
+            if found is not None:
+                material.setdefault(entry["ca"], {})[entry["part"]] = _text(found.get("content"))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise AnsibleFilterError("ca_material: the files or the CA paths are not as the pki role reads them: %r" % exc) from exc
+    return material
 
 
 def files_to_write(wanted: t.Sequence[t.Mapping[str, t.Any]], current: t.Mapping[str, t.Mapping[str, t.Any]],
@@ -70,4 +93,4 @@ def files_to_write(wanted: t.Sequence[t.Mapping[str, t.Any]], current: t.Mapping
 
 class FilterModule:
     def filters(self) -> dict[str, t.Callable[..., t.Any]]:
-        return {"replica_pki_files": replica_pki_files, "files_to_write": files_to_write}
+        return {"replica_pki_files": replica_pki_files, "files_to_write": files_to_write, "ca_material": ca_material}

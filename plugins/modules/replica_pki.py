@@ -32,6 +32,8 @@ options:
     description:
       - The CA material, as RV(ca) returns it. C(cluster), C(etcd), C(front_proxy) each with C(cert)
         and C(key) (PEM), and C(service_account) with C(key) and C(public).
+      - During a rotation (M(kubeha.gce.replica_ca_rotation)) a C(cert) is a bundle of two CA certificates; the one
+        that matches C(key) signs, and kubeconfigs trust both.
       - Required unless O(create_ca=true).
     type: dict
   create_ca:
@@ -220,6 +222,13 @@ earliest_expiry:
   returned: when O(replica) is given
   type: str
   sample: "2027-12-04T23:10:00+00:00"
+signers:
+  description:
+    - Each CA's signing certificate alone (PEM), by CA name, for the CAs the requested certificates need. It is the CA
+      certificate, or during a rotation (where O(ca) holds a bundle of two) the one that matches the key;
+      kube-controller-manager signs with it (C(--cluster-signing-cert-file)), as it accepts one certificate only.
+  returned: when O(replica) is given, unless in check mode with CAs to create
+  type: dict
 kubeconfigs:
   description:
     - Kubeconfig files (YAML text) for the controller-manager, the scheduler and the cloud-controller-manager, with
@@ -276,6 +285,7 @@ def run(module: AnsibleModule) -> dict:
                       "before": None, "after": None} for n in wanted}
     else:
         authorities = load_authorities(ca, [specs[n].authority for n in wanted])
+        result["signers"] = {name: authority.signer_pem for name, authority in authorities.items()}
         leaves = converge_leaves(identity, authorities, params["current"] or {}, wanted, params["key_type"],
                                  params["validity_days"], params["renew_before_days"], params["rsa_key_size"],
                                  module.check_mode, params["reissue"], issued_before)

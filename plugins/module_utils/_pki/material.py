@@ -100,13 +100,16 @@ def issued_on(cert: t.Any) -> datetime.datetime:
 
 
 class Authority(t.NamedTuple):
-    """A loaded certificate authority."""
+    """A loaded certificate authority: ``cert`` signs (its key is ``key``); ``cert_pem`` is what those who verify
+    trust, the signing certificate alone or, while the CA is rotated, a bundle of it and the other CA certificate;
+    ``signer_pem`` is the signing certificate alone (kube-controller-manager signs with one certificate only)."""
 
     name: str
     cert: t.Any
     key: t.Any
     cert_pem: str
     key_pem: str
+    signer_pem: str
 
 
 def new_authority(name: str, common_name: str, key_type: str, days: int, rsa_size: int = 2048) -> Authority:
@@ -128,26 +131,42 @@ def new_authority(name: str, common_name: str, key_type: str, days: int, rsa_siz
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    return Authority(name, cert, key, cert_pem(cert), key_pem(key))
+    text = cert_pem(cert)
+    return Authority(name, cert, key, text, key_pem(key), text)
+
+
+def load_certs(pem: str, what: str) -> list[t.Any]:
+    """Every certificate of a PEM bundle, in order (one at least)."""
+    try:
+        certs = x509.load_pem_x509_certificates(pem.encode())
+    except ValueError as exc:
+        raise PkiError("%s is not a PEM certificate: %s" % (what, exc)) from None
+    return certs
 
 
 def load_authority(name: str, material: t.Mapping[str, t.Any]) -> Authority:
-    """Load and check a CA: its key matches its certificate, it is a CA, it has not expired."""
+    """Load and check a CA: its key matches its certificate, it is a CA, it has not expired. While the CA is rotated,
+    ``cert`` is a bundle of two CA certificates, and the one that matches ``key`` signs."""
     if not isinstance(material, dict) or not material.get("cert") or not material.get("key"):
         raise PkiError("ca.%s needs both 'cert' and 'key'" % name)
-    cert = load_cert(material["cert"], "ca.%s.cert" % name)
+    certs = load_certs(material["cert"], "ca.%s.cert" % name)
     key = load_key(material["key"], "ca.%s.key" % name)
-    if not _same_public_key(key, cert):
-        raise PkiError("ca.%s.key does not match ca.%s.cert (%s)" % (name, name, cert.subject.rfc4514_string()))
-    try:
-        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        constraints = None
-    if constraints is None or not constraints.ca:
-        raise PkiError("ca.%s.cert (%s) is not a CA certificate" % (name, cert.subject.rfc4514_string()))
+    matching = [c for c in certs if _same_public_key(key, c)]
+    if not matching:
+        raise PkiError("ca.%s.key does not match %sca.%s.cert (%s)" % (
+            name, "" if len(certs) == 1 else "any of the %d certificates in " % len(certs), name,
+            "; ".join(c.subject.rfc4514_string() for c in certs)))
+    cert = matching[0]
+    for each in certs:
+        try:
+            constraints = each.extensions.get_extension_for_class(x509.BasicConstraints).value
+        except x509.ExtensionNotFound:
+            constraints = None
+        if constraints is None or not constraints.ca:
+            raise PkiError("ca.%s.cert (%s) is not a CA certificate" % (name, each.subject.rfc4514_string()))
     if not_after(cert) <= now():
         raise PkiError("ca.%s.cert (%s) expired on %s" % (name, cert.subject.rfc4514_string(), not_after(cert).isoformat()))
-    return Authority(name, cert, key, material["cert"], material["key"])
+    return Authority(name, cert, key, material["cert"], material["key"], cert_pem(cert))
 
 
 class LeafSpec(t.NamedTuple):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.kubeha.gce.plugins.filter.files import FilterModule, files_to_write, replica_pki_files
+from ansible_collections.kubeha.gce.plugins.filter.files import FilterModule, ca_material, files_to_write, replica_pki_files
 
 LAYOUT = {
     "dir": "/etc/kubernetes/pki", "kubeconfig_dir": "/etc/kubernetes",
@@ -38,6 +38,30 @@ def test_the_material_becomes_files_with_their_modes_leaving_out_what_etcd_write
     # The etcd role owns etcd/ca.crt once it runs: written here only when missing.
     assert [f["path"] for f in files if f.get("force") is False] == ["/etc/kubernetes/pki/etcd/ca.crt"]
     assert FilterModule().filters()["replica_pki_files"] is replica_pki_files
+
+
+def test_a_next_key_is_written_only_while_the_material_has_it_and_the_signer_beside_the_bundle():
+    layout = dict(LAYOUT, ca_paths=LAYOUT["ca_paths"] + [{"ca": "cluster", "part": "next_key", "path": "ca-next.key",
+                                                          "optional": True}],
+                  signer_paths={"cluster": "ca-signing.crt"})
+    rotating = dict(MATERIAL, ca=dict(MATERIAL["ca"], cluster={"cert": "OLD+NEW", "key": "OLDKEY", "next_key": "NEWKEY"}),
+                    signers={"cluster": "OLD"})
+    files = {f["path"]: (f["content"], f["mode"]) for f in replica_pki_files(rotating, layout)}
+    assert files["/etc/kubernetes/pki/ca-next.key"] == ("NEWKEY", "0600")
+    assert files["/etc/kubernetes/pki/ca-signing.crt"] == ("OLD", "0644")
+    assert files["/etc/kubernetes/pki/ca.crt"] == ("OLD+NEW", "0644")
+    plain = [f["path"] for f in replica_pki_files(MATERIAL, layout)]
+    assert "/etc/kubernetes/pki/ca-next.key" not in plain and "/etc/kubernetes/pki/ca-signing.crt" not in plain
+
+
+def test_ca_material_is_gathered_from_the_files_read_leaving_out_what_is_missing():
+    read = {"/etc/kubernetes/pki/ca.crt": {"content": "CA"}, "/etc/kubernetes/pki/ca.key": {"content": "CAKEY"},
+            "/etc/kubernetes/pki/sa.pub": {"content": "PUB"}, "/etc/kubernetes/pki/apiserver.crt": {"content": "A"}}
+    assert ca_material(read, LAYOUT["ca_paths"], "/etc/kubernetes/pki") == {
+        "cluster": {"cert": "CA", "key": "CAKEY"}, "service_account": {"public": "PUB"}}
+    assert FilterModule().filters()["ca_material"] is ca_material
+    with pytest.raises(AnsibleFilterError, match="ca_material"):
+        ca_material(read, [{"ca": "cluster"}], "/etc/kubernetes/pki")
 
 
 def test_in_check_mode_a_kubeconfig_is_listed_only_when_its_certificate_changes():
