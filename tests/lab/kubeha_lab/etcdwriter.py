@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import signal
 import ssl
 import sys
@@ -46,9 +47,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=2.0)
     args = parser.parse_args(argv)
 
-    context = ssl.create_default_context(cafile=args.ca)
-    context.load_cert_chain(args.cert, args.key)
-    context.check_hostname = False  # members are reached by IP; the chain is still verified
+    def load() -> tuple[tuple[float, ...], ssl.SSLContext]:
+        """The TLS context of the files as they are now, and their modification times."""
+        stamps = tuple(os.stat(path).st_mtime for path in (args.ca, args.cert, args.key))
+        made = ssl.create_default_context(cafile=args.ca)
+        made.load_cert_chain(args.cert, args.key)
+        made.check_hostname = False  # members are reached by IP; the chain is still verified
+        return stamps, made
+
+    # A client that reads its CA and certificate again when they change, as a rotation of the CAs expects of the
+    # clients it gives the new CA to.
+    stamps, context = load()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     endpoints = list(args.endpoint)
@@ -58,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         while not stop.is_set():
             started = time.time()
             number += 1
+            try:
+                if tuple(os.stat(path).st_mtime for path in (args.ca, args.cert, args.key)) != stamps:
+                    stamps, context = load()
+            except (OSError, ssl.SSLError):
+                pass  # a file written while it was read: the next put reads it again
             record: dict[str, t.Any] = {"at": started, "ok": False, "endpoint": None, "error": None}
             errors = []
             for endpoint in list(endpoints):

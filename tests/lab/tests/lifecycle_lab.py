@@ -371,9 +371,10 @@ class Lifecycle:
     def address(self):
         return next(r for p, r in self.resources().items() if p.endswith("/addresses/k-master-ip"))["address"]
 
-    def fetch(self, url):
-        """GET ``url`` from the lab's namespace (outside the VPC, as a user is), checked against the cluster CA."""
-        done = lab(self.env, "exec", "--", sys.executable, "-c", FETCH, url, str(self.tmp / "ca.crt"), "", "")
+    def fetch(self, url, ca=None):
+        """GET ``url`` from the lab's namespace (outside the VPC, as a user is), checked against the cluster CA (the
+        controller's copy, or the file ``ca``); status -1 when it cannot be had (TLS refused, no answer)."""
+        done = lab(self.env, "exec", "--", sys.executable, "-c", FETCH, url, str(ca or self.tmp / "ca.crt"), "", "")
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -19,6 +19,8 @@ import json
 import os
 
 import pytest
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from kubeha_lab.__main__ import etcd_releases
 from labcli import save_report
@@ -61,6 +63,135 @@ def snapshots(life):
     serves, and keeps the newest few of each."""
     return {"%s:%s" % (name, found) for name in REPLICAS if life.instance(name)
             for found in life.ssh("sudo ls %s 2>/dev/null || true" % SNAPSHOTS, name=name).stdout.split()}
+
+
+# The files each replica trusts, by CA, under /etc/kubernetes/pki.
+TRUSTED = {"cluster": "ca.crt", "etcd": "etcd/ca.crt", "front_proxy": "front-proxy-ca.crt"}
+# What each served port presents, and the CA that signs it.
+SERVED = ((443, "cluster"), (2379, "etcd"), (2380, "etcd"))
+
+
+def pem_certs(text):
+    return x509.load_pem_x509_certificates(text.encode())
+
+
+def trusted(life, name):
+    """The certificates in each file of ``name`` that its services trust, by CA."""
+    return {ca: pem_certs(life.ssh("sudo cat /etc/kubernetes/pki/%s" % path, name=name).stdout) for ca, path in TRUSTED.items()}
+
+
+def issued_by(cert, ca):
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+def check_signed_by(life, name, cas):
+    """Every certificate on ``name``, and what kube-apiserver and etcd present on 443, 2379 and 2380 (read with
+    openssl), is signed by the CA of ``cas`` (CA name -> certificate) it belongs to; the services restarted since."""
+    ip = life.ssh("hostname -I", name=name).stdout.split()[0]
+    for port, ca in SERVED:
+        served = life.ssh("openssl s_client -connect %s:%d < /dev/null 2> /dev/null | openssl x509" % (ip, port), name=name)
+        assert issued_by(pem_certs(served.stdout)[0], cas[ca]), (name, port)
+    for stem, ca in (("apiserver-etcd-client", "etcd"), ("front-proxy-client", "front_proxy"), ("scheduler", "cluster"),
+                     ("controller-manager", "cluster"), ("apiserver-kubelet-client", "cluster")):
+        cert = pem_certs(life.ssh("sudo cat /etc/kubernetes/pki/%s.crt" % stem, name=name).stdout)[0]
+        assert issued_by(cert, cas[ca]), (name, stem)
+    # etcd takes kube-apiserver's etcd client certificate (the new CA's), and kube-apiserver is ready through it.
+    assert life.ssh("sudo etcdctl --endpoints https://127.0.0.1:2379 --cacert /etc/kubernetes/pki/etcd/ca.crt "
+                    "--cert /etc/kubernetes/pki/apiserver-etcd-client.crt --key /etc/kubernetes/pki/apiserver-etcd-client.key "
+                    "endpoint health", name=name, check=False).returncode == 0
+    for unit in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+        assert life.ssh("systemctl is-active %s" % unit, name=name, check=False).stdout.strip() == "active", (name, unit)
+    signing = pem_certs(life.ssh("sudo cat /etc/kubernetes/pki/ca-signing.crt", name=name).stdout)
+    assert signing == [cas["cluster"]], name
+
+
+def rotate_the_cas(life, per_replica):
+    """rotate_certs authorities=all in three runs: refused while kube-controller-manager signs with ca.crt, for an
+    unknown CA and for the cluster CA in one run; check mode changes nothing; trust (both trusted, the old CAs sign: a client of the old cluster CA alone
+    still verifies the API), sign (the new CAs sign every certificate in use: that client is refused, the controller's
+    copy and kubeconfig trust both), retire (the new CAs alone); the same run again, with its own time, changes
+    nothing."""
+    before = {name: trusted(life, name) for name in REPLICAS}
+    old = {ca: certs[0] for ca, certs in before["k-master"].items()}
+    assert all(len(certs) == 1 for name in REPLICAS for certs in before[name].values()), before
+    old_only = life.tmp / "old-ca.crt"
+    old_only.write_text((life.tmp / "ca.crt").read_text())
+    readyz = "https://%s/readyz" % life.address()
+    unit = "/etc/systemd/system/kube-controller-manager.service"
+    signing = "--cluster-signing-cert-file=/etc/kubernetes/pki/"
+    life.ssh("sudo sed -i 's|%sca-signing.crt|%sca.crt|' %s" % (signing, signing, unit), name="k-master-c")
+    life.refused("rotate the CAs under an older unit", "rotate_certs", "kube-controller-manager on k-master-c signs with "
+                 "/etc/kubernetes/pki/ca.crt", "zone=europe-west1-b", "authorities=all")
+    life.ssh("sudo sed -i 's|%sca.crt|%sca-signing.crt|' %s" % (signing, signing, unit), name="k-master-c")
+    life.refused("rotate a CA that does not exist", "rotate_certs", "names kubelet, which is not a CA of the cluster",
+                 "zone=europe-west1-b", "authorities=cluster,kubelet")
+    life.refused("rotate the cluster CA in one run", "rotate_certs", "cluster moves one phase per run",
+                 "zone=europe-west1-b", "authorities=cluster,etcd", "ca_phase=all")
+    life.step("rotate the CAs, in check mode", "rotate_certs", "zone=europe-west1-b", "authorities=all",
+              "certificates=none", "--check")
+    assert {name: trusted(life, name) for name in REPLICAS} == before
+    kubeconfig = "kubeconfig_dest=%s" % life.kubeconfig
+
+    # trust: every replica trusts old + new, the old CAs still sign; a client of the old cluster CA alone verifies.
+    trusting = life.step("rotate the CAs: trust", "rotate_certs", "zone=europe-west1-b", "authorities=all",
+                         "certificates=none", kubeconfig)
+    when = trusting.stdout.split("finishes it")[0].rsplit("-e issued_before=", 1)[1].split()[0]
+    report = section(trusting, "Say what was done on each replica")
+    per_replica["rotate the CAs: trust"] = report
+    new = {}
+    for name in REPLICAS:
+        line = next(line for line in report if line.startswith("trust pass, %s:" % name))
+        assert "restarted etcd" in line and "kube-apiserver" in line and "out of the load balancer" in line, line
+        now = trusted(life, name)
+        for ca in TRUSTED:
+            assert len(now[ca]) == 2 and now[ca][0] == old[ca] and now[ca][1] != old[ca], (name, ca)
+            assert new.setdefault(ca, now[ca][1]) == now[ca][1], (name, ca)
+        check_signed_by(life, name, old)
+    summary = section(trusting, "Say which CAs are trusted now")
+    assert any(line.startswith("cluster CA") and "ca_phase=sign" in line for line in summary), summary
+    assert pem_certs((life.tmp / "ca.crt").read_text()) == [old["cluster"], new["cluster"]]
+    assert life.fetch(readyz, ca=old_only)["status"] == 200
+    assert life.kubectl("get", "--raw", "/readyz").returncode == 0
+
+    # sign: the new CAs sign every certificate in use, both trusted; the old CA alone no longer verifies the API.
+    leader = etcd_leader(life)
+    signed = life.step("rotate the CAs: sign", "rotate_certs", "zone=europe-west1-b", "authorities=all",
+                       "certificates=none", "ca_phase=sign", "issued_before=%s" % when, kubeconfig)
+    report = section(signed, "Say what was done on each replica")
+    per_replica["rotate the CAs: sign"] = report
+    for name in REPLICAS:
+        line = next(line for line in report if line.startswith("sign pass, %s:" % name))
+        assert "issued again" in line and "apiserver-etcd-client" in line, line
+        assert trusted(life, name) == {ca: [new[ca], old[ca]] for ca in TRUSTED}, name
+        assert life.ssh("ls /etc/kubernetes/pki/ca-next.key /etc/kubernetes/pki/front-proxy-ca-next.key 2>&1 || true",
+                        name=name).stdout.count("No such file") == 2
+        check_signed_by(life, name, new)
+    assert [line.split(": ")[0].split(", ")[1] for line in report][-1] == leader, (report, leader)
+    assert pem_certs((life.tmp / "ca.crt").read_text()) == [new["cluster"], old["cluster"]]
+    assert life.fetch(readyz, ca=old_only)["status"] == -1
+    assert life.readyz()["status"] == 200
+    assert life.kubectl("get", "--raw", "/readyz").returncode == 0
+
+    # retire: the new CAs alone; the same run again changes nothing.
+    retired = life.step("rotate the CAs: retire", "rotate_certs", "zone=europe-west1-b", "authorities=all",
+                        "certificates=none", "ca_phase=retire", "issued_before=%s" % when, kubeconfig)
+    per_replica["rotate the CAs: retire"] = section(retired, "Say what was done on each replica")
+    for name in REPLICAS:
+        assert trusted(life, name) == {ca: [cert] for ca, cert in new.items()}, name
+        check_signed_by(life, name, new)
+    assert pem_certs((life.tmp / "ca.crt").read_text()) == [new["cluster"]]
+    assert life.readyz()["status"] == 200
+    assert life.kubectl("get", "--raw", "/readyz").returncode == 0
+    # Again, with the time the retire run printed, as a stopped one is finished: nothing to do, no new CA.
+    when = retired.stdout.split("finishes it")[0].rsplit("-e issued_before=", 1)[1].split()[0]
+    life.step("rotate the CAs: retire, again", "rotate_certs", "zone=europe-west1-b", "authorities=all",
+              "certificates=none", "ca_phase=retire", "issued_before=%s" % when, kubeconfig, expect_changed=0)
+    assert {name: trusted(life, name) for name in REPLICAS} == {name: {ca: [cert] for ca, cert in new.items()}
+                                                                for name in REPLICAS}
 
 
 def test_upgrade_one_minor_through_a_stopped_run(life, capsys):  # pylint: disable=redefined-outer-name
@@ -179,6 +310,10 @@ def test_upgrade_one_minor_through_a_stopped_run(life, capsys):  # pylint: disab
                  "etcd 3.4.23: a member is not added or converged with another minor" % etcd_next,
                  "zone=europe-west1-c,europe-west1-d", "kubernetes_version=v1.37.0", NO_GATE)
 
+    # -- the CAs rotated with a trust overlap: the new ones join the old ones in what every replica trusts, then sign
+    # (every certificate issued again), both still trusted; a later run retires the old ones ------------------------
+    rotate_the_cas(life, per_replica)
+
     # -- what the writer and the API poller saw: no write failed, and the API never went unanswered for longer than
     # the health check takes to notice a replica (each was taken out before it restarted, so it is 0 s here) ----
     life.stop_writer()
@@ -194,13 +329,15 @@ def test_upgrade_one_minor_through_a_stopped_run(life, capsys):  # pylint: disab
                 step["failed_polls"], step["api_window_s"]) for title, step in steps.items()] + [
             line for title, lines in per_replica.items() for line in [title + ":"] + ["  " + text for text in lines]]))
     for title in ("upgrade to v1.37.0 in check mode", "upgrade with a gate v1.37 removed",
-                  "upgrade to v1.37.0 without the gate", "upgrade to v1.37.0 again", "upgrade etcd to %s" % etcd_next):
+                  "upgrade to v1.37.0 without the gate", "upgrade to v1.37.0 again", "upgrade etcd to %s" % etcd_next,
+                  "rotate the CAs, in check mode", "rotate the CAs: trust", "rotate the CAs: sign",
+                  "rotate the CAs: retire"):
         step = steps[title]
         assert step["writes"] > 0 and step["polls"] > 0, step
         assert step["api_window_s"] <= DETECTION_S, step
         # The writer writes through k-master's own member: only while that member restarts may a write fail (it
         # answers again within seconds; 30 s is the margin of a loaded machine).
-        if title.startswith("upgrade etcd"):
+        if title.startswith("upgrade etcd") or "CAs" in title:
             assert step["write_gap_s"] <= 30.0, step
         else:
             assert step["failed_writes"] == 0, step
