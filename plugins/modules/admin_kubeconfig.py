@@ -127,7 +127,7 @@ import datetime
 import os
 import tempfile
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kubeha.gce.plugins.module_utils._pki.admin import (
     converge,
@@ -139,8 +139,8 @@ from ansible_collections.kubeha.gce.plugins.module_utils._pki.admin import (
     spec_for,
 )
 from ansible_collections.kubeha.gce.plugins.module_utils._pki.material import (
-    CRYPTOGRAPHY_IMPORT_ERROR,
     PkiError,
+    exit_with,
     load_authority,
 )
 
@@ -225,13 +225,7 @@ def main() -> None:
         ),
         supports_check_mode=True,
     )
-    if CRYPTOGRAPHY_IMPORT_ERROR:
-        module.fail_json(msg=missing_required_lib("cryptography"), exception=CRYPTOGRAPHY_IMPORT_ERROR)
-    try:
-        result = run(module)
-    except PkiError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(**result)
+    exit_with(module, run)
 
 
 if __name__ == "__main__":

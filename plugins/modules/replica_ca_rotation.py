@@ -139,9 +139,9 @@ passes:
   elements: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kubeha.gce.plugins.module_utils._pki.material import CRYPTOGRAPHY_IMPORT_ERROR, PkiError, now
+from ansible_collections.kubeha.gce.plugins.module_utils._pki.material import PkiError, exit_with, now
 from ansible_collections.kubeha.gce.plugins.module_utils._pki.replica import parse_time
 from ansible_collections.kubeha.gce.plugins.module_utils._pki.rotation import plan
 
@@ -174,13 +174,7 @@ def main() -> None:
         ),
         supports_check_mode=True,
     )
-    if CRYPTOGRAPHY_IMPORT_ERROR:
-        module.fail_json(msg=missing_required_lib("cryptography"), exception=CRYPTOGRAPHY_IMPORT_ERROR)
-    try:
-        result = run(module)
-    except PkiError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(**result)
+    exit_with(module, run)
 
 
 if __name__ == "__main__":

@@ -237,9 +237,9 @@ kubeconfigs:
   type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kubeha.gce.plugins.module_utils._pki.material import CRYPTOGRAPHY_IMPORT_ERROR, PkiError, now
+from ansible_collections.kubeha.gce.plugins.module_utils._pki.material import PkiError, exit_with, now
 from ansible_collections.kubeha.gce.plugins.module_utils._pki.replica import (
     KUBECONFIGS,
     LEAVES,
@@ -256,6 +256,8 @@ from ansible_collections.kubeha.gce.plugins.module_utils._pki.replica import (
 def run(module: AnsibleModule) -> dict:
     params = module.params
     ca = params["ca"]
+    if not params["create_ca"] and not ca:
+        raise PkiError("ca is required unless create_ca is true")
     created: list = []
     result: dict = {"changed": False, "created_ca": created, "changed_leaves": []}
     if params["create_ca"]:
@@ -334,15 +336,7 @@ def main() -> None:
         ),
         supports_check_mode=True,
     )
-    if CRYPTOGRAPHY_IMPORT_ERROR:
-        module.fail_json(msg=missing_required_lib("cryptography"), exception=CRYPTOGRAPHY_IMPORT_ERROR)
-    if not module.params["create_ca"] and not module.params["ca"]:
-        module.fail_json(msg="ca is required unless create_ca is true")
-    try:
-        result = run(module)
-    except PkiError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(**result)
+    exit_with(module, run)
 
 
 if __name__ == "__main__":

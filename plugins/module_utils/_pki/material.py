@@ -10,6 +10,8 @@ import ipaddress
 import traceback
 import typing as t
 
+from ansible.module_utils.basic import missing_required_lib
+
 CRYPTOGRAPHY_IMPORT_ERROR: str | None
 try:
     from cryptography import x509
@@ -30,6 +32,18 @@ BACKDATE = datetime.timedelta(minutes=5)
 
 class PkiError(Exception):
     """Bad certificate material or input, with a message that names it."""
+
+
+def exit_with(module: t.Any, run: t.Callable[[t.Any], dict]) -> None:
+    """Exit ``module`` (an AnsibleModule) with what ``run(module)`` returns; fail it naming the cause when the
+    cryptography library is missing or ``run`` raises PkiError."""
+    if CRYPTOGRAPHY_IMPORT_ERROR:
+        module.fail_json(msg=missing_required_lib("cryptography"), exception=CRYPTOGRAPHY_IMPORT_ERROR)
+    try:
+        result = run(module)
+    except PkiError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**result)
 
 
 def now() -> datetime.datetime:
