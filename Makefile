@@ -12,8 +12,9 @@ demo:
 test:
 	@scripts/test.sh
 
-## bench: measure what each lifecycle step costs in the lab (wall time, calls, availability), and what an
-## unfriendly Compute API costs (BENCH="lifecycle" or "api_faults" runs one); not part of test
+## bench: measure what each lifecycle step costs in the lab (wall time, calls, availability), what an
+## unfriendly Compute API costs, and what the rolling playbooks cost per replica (BENCH="lifecycle", "api_faults"
+## or "rolling" runs one); not part of test
 bench:
 	@scripts/bench.sh $(BENCH)
 

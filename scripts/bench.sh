@@ -3,9 +3,12 @@
 #   lifecycle   every lifecycle step's wall time, calls and availability (bench_lifecycle.py, about 20 minutes)
 #   api_faults  one cluster's life with the Compute API answering, then with 30 % of calls failing and one failed
 #               operation per step (bench_api_faults.py, about 20 minutes)
-# Usage: scripts/bench.sh [lifecycle|api_faults ...] (make bench BENCH="api_faults"); all of them by default.
+#   rolling     reconfigure, rotate_certs, upgrade of Kubernetes and of etcd on three replicas: per step the failed
+#               etcd writes and API polls, per replica out of the load balancer -> ready -> back (bench_rolling.py,
+#               about 20 minutes)
+# Usage: scripts/bench.sh [lifecycle|api_faults|rolling ...] (make bench BENCH="rolling"); all of them by default.
 # Each prints its table, and writes it as Markdown and its figures as JSON to
-# $KUBEHA_REPORT_DIR/bench-[api-faults-]TIME-COMMIT.{md,json} (default /var/tmp/kubeha-gce/reports), so two commits
+# $KUBEHA_REPORT_DIR/bench-[api-faults-|rolling-]TIME-COMMIT.{md,json} (default /var/tmp/kubeha-gce/reports), so two commits
 # can be compared. Needs root, as the lab does. Not part of make test.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -14,11 +17,11 @@ if [[ $EUID -ne 0 ]]; then
     exit 1
 fi
 benches=("$@")
-[[ $# -gt 0 ]] || benches=(lifecycle api_faults)
+[[ $# -gt 0 ]] || benches=(lifecycle api_faults rolling)
 files=()
 for bench in "${benches[@]}"; do
     if [[ ! -f $root/tests/lab/tests/bench_$bench.py ]]; then
-        echo "no benchmark named $bench: lifecycle or api_faults" >&2
+        echo "no benchmark named $bench: lifecycle, api_faults or rolling" >&2
         exit 2
     fi
     files+=("tests/bench_$bench.py")
