@@ -5,7 +5,7 @@
 #               operation per step (bench_api_faults.py, about 20 minutes)
 #   rolling     reconfigure, rotate_certs, upgrade of Kubernetes and of etcd on three replicas: per step the failed
 #               etcd writes and API polls, per replica out of the load balancer -> ready -> back (bench_rolling.py,
-#               about 20 minutes)
+#               about 17 minutes)
 # Usage: scripts/bench.sh [lifecycle|api_faults|rolling ...] (make bench BENCH="rolling"); all of them by default.
 # Each prints its table, and writes it as Markdown and its figures as JSON to
 # $KUBEHA_REPORT_DIR/bench-[api-faults-|rolling-]TIME-COMMIT.{md,json} (default /var/tmp/kubeha-gce/reports), so two commits
