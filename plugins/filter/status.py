@@ -188,9 +188,38 @@ def etcd_summary(info: t.Mapping[str, t.Any] | None, label: str | None = None) -
         len(info.get("learners") or []))
 
 
+def workflow_report(etcd: t.Any, replicas: t.Sequence[t.Mapping[str, t.Any]], action: str, cluster: str,
+                    region: str | None = None, address: str | None = None, done: t.Sequence[str] = ()) -> dict[str, t.Any]:
+    """What a lifecycle playbook hands to an AWX workflow as ``set_stats`` data once it has run ``action``.
+
+    ``etcd`` is what etcd_member_info returned at the end of the run (a registered loop over the etcd clusters is
+    taken by its first result, the main etcd); empty or skipped when it could not be read (check mode on a cluster
+    that does not exist yet). ``replicas`` are the cluster's replicas with their ``name`` and ``zone``, ``done`` the
+    names of those the run added, converged, removed or recovered.
+    """
+    done = sorted(set(done or ()))
+    if isinstance(etcd, t.Mapping) and isinstance(etcd.get("results"), list):
+        etcd = (etcd["results"] or [{}])[0]
+    etcd = etcd if isinstance(etcd, t.Mapping) else {}
+    etcd_read = "has_quorum" in etcd
+    zones = {r["name"]: r.get("zone") for r in replicas or [] if r.get("name")}
+    members = {m["name"]: m for m in etcd.get("members") or [] if m.get("name")}
+    listed = []
+    for name in sorted(set(zones) | set(members)):
+        state = _member_state(members.get(name), etcd_read) or ("ok" if etcd_read else "not read")
+        listed.append({"name": name, "zone": zones.get(name), "state": state})
+    return {
+        "action": action, "cluster": cluster, "region": region, "address": address,
+        "changed": bool(done), "done": done, "replicas": listed,
+        "etcd": {key: etcd.get(key) if etcd_read else None for key in _COUNTS},
+        "etcd_leader": (etcd.get("leader") or {}).get("name") if etcd_read else None,
+    }
+
+
 class FilterModule:
     """The status report of kubeha.gce."""
 
     def filters(self) -> dict[str, t.Callable[..., t.Any]]:
         return {"cluster_report": cluster_report, "certificate_expiry": certificate_expiry,
-                "snapshot_summary": snapshot_summary, "etcd_summary": etcd_summary}
+                "snapshot_summary": snapshot_summary, "etcd_summary": etcd_summary,
+                "workflow_report": workflow_report}

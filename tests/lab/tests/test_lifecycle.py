@@ -416,7 +416,11 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     # -- a zone outage: the cluster is read through the zones that answer; the dead zone's replica is taken
     # out of etcd and the load balancer, and replaced in a zone that answers; its leftovers go once it is back --
     control(life.env, "POST", "zones/europe-west1-c/down")
-    outage = life.step("status while europe-west1-c is down", "status", "zone=europe-west1-b", expect_changed=0)
+    # As a scheduled status job runs it: it reports, hands its data on, then fails because the cluster is degraded.
+    outage = life.playbook("status", "zone=europe-west1-b", "fail_when_degraded=true")
+    assert outage.returncode != 0 and recap(outage)["localhost"]["changed"] == 0, outage.stdout[-4000:]
+    assert ("cluster k is DEGRADED: zone europe-west1-c does not answer Compute Engine; its replicas cannot be listed"
+            in outage.stdout), outage.stdout[-4000:]
     for line in ("cluster k in region europe-west1: DEGRADED",
                  "problem: zone europe-west1-c does not answer Compute Engine; its replicas cannot be listed (etcd "
                  "members not found in the zones that answer: k-master-c)",
@@ -470,7 +474,8 @@ def test_bootstrap_replicate_recover_remove(life, capsys):  # pylint: disable=re
     life.step("remove k-master-c once its zone is back: its leftovers", "remove", "replica_name=k-master-c")
     assert life.instance("k-master-c") is None
     assert not [p for p in life.resources() if "europe-west1-c" in p and ("k-master" in p)], "leftovers in europe-west1-c"
-    healthy = life.step("status once europe-west1-c is back", "status", "zone=europe-west1-b", expect_changed=0)
+    healthy = life.step("status once europe-west1-c is back", "status", "zone=europe-west1-b", "fail_when_degraded=true",
+                        expect_changed=0)
     assert "cluster k in region europe-west1: healthy" in healthy.stdout, healthy.stdout[-4000:]
 
     # -- a zone that fails during a run: replicate into europe-west1-c, which goes down once the VM is made --

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ansible_collections.kubeha.gce.plugins.filter.status import FilterModule, cluster_report
+from ansible_collections.kubeha.gce.plugins.filter.status import FilterModule, cluster_report, workflow_report
 
 
 def replica(name, zone, status="RUNNING"):
@@ -45,7 +45,8 @@ def test_a_healthy_cluster_is_not_degraded():
     assert report["etcd_leader"] == "k-master"
     assert report["load_balancer"] == {"state": "balanced", "members": {"k-master": "HEALTHY", "k-master-c": "HEALTHY"}}
     assert FilterModule().filters()["cluster_report"] is cluster_report
-    assert sorted(FilterModule().filters()) == ["certificate_expiry", "cluster_report", "etcd_summary", "snapshot_summary"]
+    assert sorted(FilterModule().filters()) == ["certificate_expiry", "cluster_report", "etcd_summary", "snapshot_summary",
+                                                 "workflow_report"]
 
 
 def test_a_zone_outage_reports_the_member_there_and_keeps_the_rest():
@@ -161,3 +162,34 @@ def test_etcd_summary_is_one_line_per_etcd_cluster():
     assert summary({}, "events etcd") == "events etcd: not read"
     # Read in a loop over the etcd clusters, each result carries its cluster's label.
     assert summary(dict(main, item={"name": "events", "label": "events etcd"})).startswith("events etcd: 3 voting")
+
+
+def test_workflow_report_gives_each_replica_its_zone_and_etcd_state():
+    read = etcd(member("k-master", leader=True), member("k-master-c", healthy=False), member("k-master-d", learner=True),
+                member("k-master-e"))
+    # A loop over the etcd clusters: the first result, the main etcd, is the one reported.
+    looped = {"results": [dict(read, item={"label": "etcd"}), etcd(quorum=9)]}
+    replicas = [replica("k-master", "europe-west1-b"), replica("k-master-c", "europe-west1-c"),
+                replica("k-master-d", "europe-west1-d"), replica("k-master-f", "europe-west1-f")]
+    report = FilterModule().filters()["workflow_report"](looped, replicas, "replicate", "k", region="europe-west1",
+                                                         address="203.0.113.10", done=["k-master-f", "k-master-d"])
+    assert report["replicas"] == [
+        {"name": "k-master", "zone": "europe-west1-b", "state": "ok"},
+        {"name": "k-master-c", "zone": "europe-west1-c", "state": "etcd unhealthy"},
+        {"name": "k-master-d", "zone": "europe-west1-d", "state": "learner"},
+        {"name": "k-master-e", "zone": None, "state": "ok"},
+        {"name": "k-master-f", "zone": "europe-west1-f", "state": "not a member"},
+    ]
+    assert report["etcd"] == {"voters": 3, "healthy_voters": 2, "quorum": 2, "has_quorum": True}
+    assert report["etcd_leader"] == "k-master"
+    assert (report["action"], report["cluster"], report["region"], report["address"]) == (
+        "replicate", "k", "europe-west1", "203.0.113.10")
+    assert report["changed"] is True and report["done"] == ["k-master-d", "k-master-f"]
+
+
+def test_workflow_report_without_an_etcd_read_says_so():
+    for nothing in ({}, {"skipped": True}, {"results": []}, None):
+        report = workflow_report(nothing, [replica("k-master", "europe-west1-b")], "bootstrap", "k")
+        assert report["replicas"] == [{"name": "k-master", "zone": "europe-west1-b", "state": "not read"}]
+        assert report["etcd"] == {"voters": None, "healthy_voters": None, "quorum": None, "has_quorum": None}
+        assert report["etcd_leader"] is None and report["changed"] is False and report["done"] == []
