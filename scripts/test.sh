@@ -169,6 +169,7 @@ stage_lint() {
     ansible-lint --offline
     # The options that several roles share are written once (roles/kubeha/meta/shared_options.yml).
     python scripts/role_specs.py --check
+    python scripts/awx_surveys.py --check
     antsibull-changelog lint
     antsibull-changelog lint-changelog-yaml changelogs/changelog.yaml
 }
