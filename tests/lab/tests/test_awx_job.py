@@ -97,6 +97,14 @@ class Awx:
         """Run ``playbooks/PLAYBOOK.yml`` of the project as an AWX job, with the survey's answers ``extravars``
         (strings) and the GCE credential ``key``; returns (status, rc, stdout, set_stats data, private data dir)."""
         assert all(isinstance(value, str) for value in extravars.values()), "a survey passes text"
+        # The answers are the job template's survey's (extensions/awx/surveys): its questions, its choices, every
+        # required one answered.
+        with open(os.path.join(REPO, "extensions", "awx", "surveys", "%s.json" % playbook), encoding="utf-8") as handle:
+            questions = {question["variable"]: question for question in json.load(handle)["spec"]}
+        for name, value in extravars.items():
+            assert name in questions, "the %s survey does not ask for %s" % (playbook, name)
+            assert value in questions[name].get("choices", [value]), (name, value, questions[name]["choices"])
+        assert {name for name, question in questions.items() if question["required"]} <= set(extravars), playbook
         self.jobs += 1
         ident = "%d" % self.jobs
         data = self.tmp / ("job-%s-%s" % (ident, playbook))
