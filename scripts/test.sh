@@ -191,15 +191,27 @@ stage_build() {
     # tooling, and all of the product, the addon manager that the control_plane role installs included.
     local contents shipped dir file
     contents=$(tar -tzf "$tarball")
-    shipped=$(grep -E '^(tests|extensions/molecule|scripts|\.ci)(/|$)|^Makefile$' <<<"$contents" || true)
+    # Nor the execution environment's definition and build context, which build an image from a checkout.
+    shipped=$(grep -E '^(tests|extensions/molecule|scripts|\.ci|context)(/|$)|^Makefile$|^extensions/awx/execution-environment\.yml$' \
+        <<<"$contents" || true)
     [[ -z $shipped ]] || die "the tarball holds tests or the suite's tooling: $(head -n 5 <<<"$shipped" | tr '\n' ' ')"
     for dir in roles plugins playbooks meta docs changelogs; do
         grep -q "^$dir/" <<<"$contents" || die "the tarball holds nothing under $dir/"
     done
-    for file in README.md meta/runtime.yml changelogs/changelog.yaml roles/control_plane/files/kube_addon_manager.py; do
+    # meta/execution-environment.yml and the files it names are how ansible-builder finds what the collection needs.
+    for file in README.md meta/runtime.yml meta/execution-environment.yml requirements.txt bindep.txt changelogs/changelog.yaml \
+        roles/control_plane/files/kube_addon_manager.py; do
         grep -qxF "$file" <<<"$contents" || die "the tarball lacks $file"
     done
     ansible-galaxy collection install --offline -p "$installed" "$tarball"
+
+    # The execution environment's build context, made as a user makes it: the tarball at the checkout's root, then
+    # ansible-builder create (no container engine needed). The collection's own requirements are read only while the
+    # image is built, inside it: check_ee.py runs that same introspection on the collection installed from this
+    # tarball and checks that the image would get every requirement, pinned as tests/constraints.txt pins it.
+    cp "$tarball" "$src/"
+    ansible-builder create -f "$src/extensions/awx/execution-environment.yml" --context "$WORK_DIR/build/ee" --output-filename Containerfile
+    python "$REPO_ROOT/scripts/check_ee.py" --context "$WORK_DIR/build/ee" --collections "$installed" --tarball "$tarball"
 
     # Only the installed tarball may satisfy the lookups below.
     export ANSIBLE_COLLECTIONS_PATH=$installed ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false
