@@ -45,8 +45,8 @@ def test_a_healthy_cluster_is_not_degraded():
     assert report["etcd_leader"] == "k-master"
     assert report["load_balancer"] == {"state": "balanced", "members": {"k-master": "HEALTHY", "k-master-c": "HEALTHY"}}
     assert FilterModule().filters()["cluster_report"] is cluster_report
-    assert sorted(FilterModule().filters()) == ["certificate_expiry", "cluster_report", "etcd_summary", "snapshot_summary",
-                                                 "workflow_report"]
+    assert sorted(FilterModule().filters()) == [
+        "certificate_expiry", "cluster_report", "etcd_summary", "snapshot_summary", "workflow_report"]
 
 
 def test_a_zone_outage_reports_the_member_there_and_keeps_the_rest():
