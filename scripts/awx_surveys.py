@@ -36,11 +36,31 @@ NAMESPACE = "kubeha.gce."
 # kubeha_kubernetes_binaries_sha256 in the job template's extra variables.
 LEFT_OUT = frozenset({"kubeha_lock_holder", "kubeha_etcd_quorum_read"})
 
-# Options whose question has no default although their spec has one: AWX passes a question's default to every job
-# launched without an answer (and its UI fills it in), and for these a value given is not the same as none.
-# etcd_events given is checked against what the cluster runs (and refused when it differs); left out, a run
-# follows the cluster.
-NO_DEFAULT = frozenset({"kubeha_etcd_events"})
+# The settings of the site rather than of a run: where and how the replicas are made and reached, which releases
+# and binaries they run, the cluster's addresses and where the controller keeps files. They belong in the
+# inventory (or the job template's extra variables), which a survey's answer would override on every launch: AWX
+# passes each question's default, and a blank answer as an empty string or null. They are asked only where a run
+# chooses them (ASKED_IN).
+SITE = frozenset({
+    "kubeha_machine_type", "kubeha_image", "kubeha_data_disk_size_gb", "kubeha_data_disk_type", "kubeha_network",
+    "kubeha_subnetwork", "kubeha_tags", "kubeha_wait_timeout", "kubeha_ssh_user", "kubeha_ssh_public_key",
+    "kubeha_ssh_private_key_file", "kubeha_ssh_common_args", "kubeha_ssh_via", "kubeha_ssh_timeout",
+    "kubeha_ssh_source_ranges", "kubeha_etcd_version", "kubeha_etcd_archive_src", "kubeha_etcd_archive_url",
+    "kubeha_etcd_archive_sha256", "kubeha_kubernetes_version", "kubeha_kubernetes_server_archive_url",
+    "kubeha_kubernetes_server_archive_checksum", "kubeha_kubernetes_cache_dir", "kubeha_kubernetes_binaries_src",
+    "kubeha_kubernetes_binaries_url", "kubeha_cloud_controller_url", "kubeha_cloud_controller_checksum",
+    "kubeha_cloud_controller_src", "kubeha_addons_src", "kubeha_service_cluster_ip_range", "kubeha_service_ip",
+    "kubeha_dns_domain", "kubeha_lb_backend", "kubeha_ca_cert_file", "kubeha_etcd_data_dir", "kubeha_etcd_events",
+    "kubeha_etcd_snapshot_dest", "kubeha_etcd_snapshot_keep", "kubeha_lock_ttl", "kubeha_multizone",
+    "status_ssh_timeout",
+})
+# Site settings that a playbook's run chooses, and so asks: the release an upgrade moves to (then set it in the
+# inventory too, which the other playbooks read), and whether a new cluster runs the events etcd. An etcd upgrade is
+# asked for in the inventory (etcd_version): a blank answer would override it.
+ASKED_IN = {
+    "upgrade": frozenset({"kubeha_kubernetes_version"}),
+    "bootstrap": frozenset({"kubeha_etcd_events"}),
+}
 
 # Options that must be answered in one playbook although their spec has a default: upgrade refuses to take the
 # collection's default Kubernetes release, which would move a cluster to whatever release that is.
@@ -157,7 +177,7 @@ def question(option: str, spec: dict, variable: str, required: bool, variables: 
     """The survey question of one option, with the question type and default that AWX accepts for it."""
     kind = spec.get("type", "str")
     description = plain(spec.get("description", ""), variables)
-    default = None if option in NO_DEFAULT or required and not spec.get("required") else spec.get("default")
+    default = None if required and not spec.get("required") else spec.get("default")
     entry: dict[str, t.Any] = {
         "question_name": title(description) or variable,
         "question_description": description,
@@ -204,8 +224,9 @@ def survey(root: pathlib.Path, playbook: str, role: str) -> dict[str, t.Any]:
     if not main:
         raise SurveyError("%s has no entry point main" % path)
     reads = short_names(root, role)
+    asked = ASKED_IN.get(playbook, frozenset())
     options = {name: spec for name, spec in (main.get("options") or {}).items()
-               if name not in LEFT_OUT and spec.get("type", "str") != "dict"}
+               if name not in LEFT_OUT and (name not in SITE or name in asked) and spec.get("type", "str") != "dict"}
     variables = {name: reads[name][0] if name in reads else name for name in options}
     for name, spec in options.items():
         # AWX passes a choice as a string: "false" is true to a condition unless the role turns it into a boolean.

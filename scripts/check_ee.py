@@ -36,8 +36,9 @@ BINDEP = ROOT / "bindep.txt"
 GALAXY = ROOT / "galaxy.yml"
 # The packages that ansible-builder installs before anything else (ARG ANSIBLE_INSTALL_REFS).
 ANSIBLE_PACKAGES = ("ansible-core", "ansible-runner")
-# introspect.py writes each requirement as "LINE  # from collection SOURCE"; SOURCE is "user" for the definition's own.
-SOURCE = re.compile(r"^(?P<line>.*?)\s+# from collection (?P<source>\S+)\s*$")
+# introspect.py writes each requirement as "LINE  # from collection SOURCES": the collections that ask for it and "user"
+# for the definition's own, comma-separated when several ask for the very same line.
+SOURCE = re.compile(r"^(?P<line>.*?)\s+# from collection (?P<source>.+?)\s*$")
 
 
 class EEError(Exception):
@@ -48,8 +49,8 @@ class EEError(Exception):
 class Introspected:
     """What the image's build would install: Python requirement lines and bindep lines, each with its source."""
 
-    python: list[tuple[str, str]]
-    system: list[tuple[str, str]]
+    python: list[tuple[str, frozenset[str]]]
+    system: list[tuple[str, frozenset[str]]]
 
 
 def requirement_lines(path: pathlib.Path) -> list[str]:
@@ -98,12 +99,13 @@ def introspect_arguments(text: str) -> list[str]:
     raise EEError("the instruction file runs no introspection of the collections (introspect.py introspect)")
 
 
-def sourced(lines: list[str]) -> list[tuple[str, str]]:
-    """Split introspect.py's lines into (requirement, source)."""
+def sourced(lines: list[str]) -> list[tuple[str, frozenset[str]]]:
+    """Split introspect.py's lines into (requirement, the sources that ask for it)."""
     result = []
     for line in lines:
         match = SOURCE.match(line)
-        result.append((match.group("line").strip(), match.group("source")) if match else (line.strip(), ""))
+        sources = frozenset(part.strip() for part in match.group("source").split(",")) if match else frozenset()
+        result.append((match.group("line").strip() if match else line.strip(), sources))
     return result
 
 
@@ -170,10 +172,14 @@ def python_problems(found: Introspected, collection: str, tested: dict[str, str]
     for line, source in found.python:
         requirement = parsed(line)
         if requirement is None:
-            problems["the image would install %r (from %s), which is no requirement pip can check" % (line, source)] = None
-        elif source == collection:
+            problems["the image would install %r (from %s), which is no requirement pip can check"
+                     % (line, ", ".join(sorted(source)))] = None
+            continue
+        if collection in source:
             from_collection.add(canonicalize_name(requirement.name))
-        elif exact_pin(requirement) is None:
+        if source and source <= {collection}:
+            continue
+        if exact_pin(requirement) is None:
             problems["%s: the execution environment asks for %r, not an exact pin" % (requirement.name, line)] = None
         else:
             pins[canonicalize_name(requirement.name)] = exact_pin(requirement) or ""
@@ -228,7 +234,7 @@ def check(context: pathlib.Path, collections: pathlib.Path, tarball: pathlib.Pat
     found = introspect(context, collections, introspect_arguments(text))
     problems = ansible_problems(args, tested) + python_problems(found, collection, tested)
     problems += system_problems(found) + collection_problems(context, tarball)
-    pins = sorted(line for line, source in found.python if source == "user")
+    pins = sorted(line for line, source in found.python if "user" in source)
     summary = "base image %s, Python %s, %s; Python: %s; system: %s" % (
         args.get("EE_BASE_IMAGE"), args.get("PYCMD"), args.get("ANSIBLE_INSTALL_REFS"), ", ".join(pins),
         ", ".join(line for line, unused_source in found.system))

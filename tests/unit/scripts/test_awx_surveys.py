@@ -92,30 +92,28 @@ def test_a_question_asks_for_the_short_name_a_user_passes_with_e():
     replicate = by_variable(json.loads(awx_surveys.rendered(ROOT)[pathlib.Path("extensions/awx/surveys/replicate.json")]))
     assert replicate["zone"]["required"] is True and "default" not in replicate["zone"]
     assert replicate["cluster_name"]["default"] == "kubernetes"
-    # kubernetes_version is read as 'v' ~ (kubernetes_version | ...), etcd_version through hostvars.
-    assert replicate["kubernetes_version"]["default"] == "v1.36.0"
-    assert replicate["etcd_version"]["default"] == "3.4.23"
     assert replicate["allow_even"] == {
         "choices": ["true", "false"], "default": "false", "question_description": replicate["allow_even"]["question_description"],
         "question_name": "Allow an even number of replicas, which survives no more failures than one fewer",
         "required": False, "type": "multiplechoice", "variable": "allow_even"}
-    # No short name: the option's own name.
-    assert replicate["kubeha_data_disk_size_gb"]["type"] == "integer" and replicate["kubeha_data_disk_size_gb"]["default"] == 20
-    assert replicate["kubeha_tags"]["type"] == "text" and "default" not in replicate["kubeha_tags"]
-    assert replicate["kubeha_ssh_via"]["choices"] == ["external_ip", "internal_ip"]
+    assert replicate["lock_timeout"]["type"] == "integer" and replicate["lock_timeout"]["default"] == 600
     assert not {"kubeha_zone", "kubeha_cluster_name", "kubeha_lock_holder", "etcd_quorum_read", "kubeha_labels",
                 "kubeha_kubernetes_binaries_sha256"} & set(replicate)
     # Required questions first, then by variable.
     assert list(replicate)[0] == "zone" and list(replicate)[1:] == sorted(list(replicate)[1:])
 
 
-def test_an_answer_that_differs_from_none_has_no_default():
+def test_site_settings_are_left_to_the_inventory_but_where_a_run_chooses_them():
     surveys = {path.stem: by_variable(json.loads(text)) for path, text in awx_surveys.rendered(ROOT).items()}
+    site = {"kubeha_network", "kubeha_subnetwork", "kubeha_ssh_user", "kubeha_ssh_public_key", "kubeha_tags", "kubeha_image",
+            "kubeha_machine_type", "kubernetes_version", "etcd_version", "etcd_events", "kubernetes_server_archive_checksum",
+            "etcd_snapshot_keep", "status_ssh_timeout"}
     for name, questions in surveys.items():
-        if "etcd_events" in questions:
-            assert questions["etcd_events"]["default"] == "", name
-    upgrade = surveys["upgrade"]["kubernetes_version"]
-    assert upgrade["required"] is True and "default" not in upgrade
+        asked = site & set(questions)
+        assert asked == {"upgrade": {"kubernetes_version"}, "bootstrap": {"etcd_events"}}.get(name, set()), name
+    upgrade = surveys["upgrade"]
+    assert upgrade["kubernetes_version"]["required"] is True and "default" not in upgrade["kubernetes_version"]
+    assert surveys["bootstrap"]["etcd_events"]["default"] == "false"
     assert surveys["rotate_certs"]["certificates"]["default"] == "all"
     assert "default" not in surveys["rotate_certs"]["authorities"]
 
@@ -148,7 +146,6 @@ def test_each_option_type_becomes_the_question_awx_passes_the_right_value_for():
     secret = asked({"type": "str", "no_log": True, "description": "A token."})
     assert secret["type"] == "password" and "default" not in secret
     assert asked({"type": "bool", "default": True})["default"] == "true"
-    assert asked({"type": "bool", "default": False}, option="kubeha_etcd_events")["default"] == ""
     with pytest.raises(awx_surveys.SurveyError, match="option kubeha_x is of type float"):
         asked({"type": "float"})
 
