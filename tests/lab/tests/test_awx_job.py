@@ -93,18 +93,10 @@ class Awx:
                         "-r", str(self.project / "collections" / "requirements.yml"), "-p", str(self.collections)],
                        check=True, capture_output=True, timeout=300, cwd=str(self.project))
 
-    def job(self, playbook, extravars, key=None):
-        """Run ``playbooks/PLAYBOOK.yml`` of the project as an AWX job, with the survey's answers ``extravars``
+    def job(self, playbook, answers, key=None):
+        """Run ``playbooks/PLAYBOOK.yml`` of the project as an AWX job launched with its survey answered ``answers``
         (strings) and the GCE credential ``key``; returns (status, rc, stdout, set_stats data, private data dir)."""
-        assert all(isinstance(value, str) for value in extravars.values()), "a survey passes text"
-        # The answers are the job template's survey's (extensions/awx/surveys): its questions, its choices, every
-        # required one answered.
-        with open(os.path.join(REPO, "extensions", "awx", "surveys", "%s.json" % playbook), encoding="utf-8") as handle:
-            questions = {question["variable"]: question for question in json.load(handle)["spec"]}
-        for name, value in extravars.items():
-            assert name in questions, "the %s survey does not ask for %s" % (playbook, name)
-            assert value in questions[name].get("choices", [value]), (name, value, questions[name]["choices"])
-        assert {name for name, question in questions.items() if question["required"]} <= set(extravars), playbook
+        extravars = survey_extra_vars(playbook, answers)
         self.jobs += 1
         ident = "%d" % self.jobs
         data = self.tmp / ("job-%s-%s" % (ident, playbook))
@@ -146,6 +138,23 @@ class Awx:
         found = dict(shlex.split(line[len("export "):])[0].split("=", 1) for line in printed.splitlines()
                      if line.startswith("export "))
         return found[name]
+
+
+def survey_extra_vars(playbook, answers):
+    """The extra variables of a job launched with the job template's survey (extensions/awx/surveys/PLAYBOOK.json)
+    answered ``answers``, as AWX passes them: each answer (text and choices as strings), each question left alone
+    with its default, and each one left blank as an empty string."""
+    with open(os.path.join(REPO, "extensions", "awx", "surveys", "%s.json" % playbook), encoding="utf-8") as handle:
+        questions = {question["variable"]: question for question in json.load(handle)["spec"]}
+    extravars = {}
+    for name, value in answers.items():
+        assert isinstance(value, str), "a survey passes text"
+        assert name in questions, "the %s survey does not ask for %s" % (playbook, name)
+        assert value in questions[name].get("choices", [value]), (name, value, questions[name]["choices"])
+    for name, question in questions.items():
+        assert name in answers or not question["required"], "%s: %s is required" % (playbook, name)
+        extravars[name] = answers.get(name, question.get("default", ""))
+    return extravars
 
 
 def no_secret_in(data, *secrets):
