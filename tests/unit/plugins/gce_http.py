@@ -22,12 +22,35 @@ from urllib.parse import parse_qs, urlsplit
 
 import googleapiclient
 import pytest
+from ansible.module_utils import basic
 from ansible.module_utils.common import warnings
-from ansible.module_utils.testing import patch_module_args
 from googleapiclient.http import HttpMockSequence
 
 from ansible_collections.kubeha.gce.plugins.module_utils._gce import api as api_module
 from ansible_collections.kubeha.gce.plugins.module_utils._gce import auth as auth_module
+
+try:
+    from ansible.module_utils.testing import patch_module_args
+except ImportError:  # ansible-core before 2.19, which reads the arguments from basic._ANSIBLE_ARGS alone
+    @contextlib.contextmanager
+    def patch_module_args(args: dict[str, t.Any]) -> t.Iterator[None]:
+        """Expose ``args`` to the AnsibleModule instances created within this context."""
+        with mock.patch.object(basic, "_ANSIBLE_ARGS", json.dumps({"ANSIBLE_MODULE_ARGS": args}).encode()):
+            yield
+
+
+def _module_side() -> t.ContextManager[t.Any]:
+    """Make ansible-core 2.19+ treat this process as a module's.
+
+    Once a test in the same process has loaded controller code (a filter plugin), warnings would go to the
+    controller's display instead of into the module's result. Older releases have no such switch.
+    """
+    try:
+        from ansible.module_utils import _internal
+    except ImportError:
+        return contextlib.nullcontext()
+    return mock.patch.object(_internal, "is_controller", False)
+
 
 BASE = "https://compute.googleapis.com/compute/v1/"
 PROJECT = "kubeha-test"
@@ -292,12 +315,7 @@ def run_module(main: t.Callable[[], None], args: dict[str, t.Any], http: GceHttp
     full.update(args)
     full["_ansible_check_mode"] = check_mode
     full["_ansible_diff"] = diff
-    from ansible.module_utils import _internal, basic
-
-    # Once a test in the same process has loaded controller code (a filter plugin), warnings would
-    # go to the controller's display instead of into the module's result.
-    with patch_module_args(full), \
-            mock.patch.object(_internal, "is_controller", False), \
+    with patch_module_args(full), _module_side(), \
             mock.patch.object(basic.AnsibleModule, "exit_json", _exit_json), \
             mock.patch.object(basic.AnsibleModule, "fail_json", _fail_json):
         with pytest.raises(ModuleExit) as caught:
