@@ -1,7 +1,7 @@
 # Test entry points for the kubeha.gce collection; see scripts/test.sh.
 SHELL := /bin/bash
 
-.PHONY: demo test bench crash-matrix sanity units etcd lint build lab lifecycle molecule bootstrap constraints clean-cache
+.PHONY: demo test bench crash-matrix matrix sanity units etcd lint build lab lifecycle molecule bootstrap constraints clean-cache
 
 ## demo: bring the lab up and run the collection against it (the main job on the lab)
 demo:
@@ -21,6 +21,11 @@ bench:
 ## crash-matrix: every run killed at every step and finished by the next (make test runs a sample); not part of test
 crash-matrix:
 	@scripts/test.sh crash_matrix
+
+## matrix: ansible-test sanity and units on each ansible-core release in tests/matrix.txt (2.17, 2.19, 2.21), each in a
+## cached virtualenv of its own, and a table of the results (MATRIX="2.21" runs one row); not part of test
+matrix:
+	@scripts/matrix.sh $(MATRIX)
 
 ## sanity | units | etcd | lint | build | lab | lifecycle | molecule: run one stage
 sanity units etcd lint build lab lifecycle molecule:
