@@ -14,8 +14,8 @@
 # Environment:
 #   KUBEHA_CACHE        cache directory for the virtualenvs (see scripts/bootstrap.sh)
 #   MATRIX_STAGES       the stages to run on each row (default "sanity units"; "lab" adds the lab's tests)
-#   MATRIX_LAB_TESTS    the lab tests the lab stage runs, relative to tests/lab
-#                       (default "tests/test_gce_master_network.py"); needs root
+#   MATRIX_LAB_TESTS    the lab tests the lab stage runs, relative to tests/lab (default
+#                       "tests/test_gce_master_network.py tests/test_playbook_replica.py"); needs root
 #   KUBEHA_KEEP_TMP=1   keep the temporary work directory for inspection
 set -euo pipefail
 
@@ -27,7 +27,7 @@ source "$REPO_ROOT/scripts/bootstrap.sh"
 MATRIX_FILE=$REPO_ROOT/tests/matrix.txt
 MATRIX_MARKER=.kubeha-matrix-venv-complete
 read -r -a STAGES <<<"${MATRIX_STAGES:-sanity units}"
-LAB_TESTS=${MATRIX_LAB_TESTS:-tests/test_gce_master_network.py}
+LAB_TESTS=${MATRIX_LAB_TESTS:-tests/test_gce_master_network.py tests/test_playbook_replica.py}
 
 log() { printf '[matrix] %s\n' "$*" >&2; }
 die() { printf '[matrix] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -75,21 +75,22 @@ suite_pin() {
     grep -E '^ansible-core==' "$REQUIREMENTS" | head -n 1
 }
 
-# Print the path of the virtualenv of row LABEL, creating it on first use.
-row_venv() {
-    local label=$1 python venv key
-    if [[ ${ROW_PIN[$label]} == "$(suite_pin)" && ${ROW_PYTHON[$label]} == "$PYTHON_MAJOR_MINOR" ]]; then
-        log "$label: the suite's virtualenv (scripts/bootstrap.sh)"
-        KUBEHA_SKIP_APT=1 "$REPO_ROOT/scripts/bootstrap.sh" </dev/null
-        return
-    fi
+# Print the path of a cached virtualenv of row LABEL, creating it on first use: NAME says what it is for, and the
+# pip arguments that follow are installed into it beside the row's ansible-core. The hash in its name covers the
+# row, those arguments, the content of the files they name and the interpreter.
+cached_venv() {
+    local label=$1 name=$2 python venv key arg
+    shift 2
     python=$(find_python_version "${ROW_PYTHON[$label]}") \
-        || die "$label: no Python ${ROW_PYTHON[$label]} interpreter found (on the PATH, in /usr/bin or under pyenv)"
+        || { log "$label: no Python ${ROW_PYTHON[$label]} interpreter found (on the PATH, in /usr/bin or under pyenv)"; return 1; }
     key=$({
-        printf '%s %s %s\n' "$label" "${ROW_PYTHON[$label]}" "${ROW_PIN[$label]}"
+        printf '%s %s %s %s\n' "$label" "${ROW_PYTHON[$label]}" "${ROW_PIN[$label]}" "$*"
+        for arg in "$@"; do
+            [[ -f $arg ]] && cat "$arg"
+        done
         "$python" -c 'import platform, sys; print(platform.python_implementation(), sys.version, sys.executable)'
     } | sha256sum | cut -c1-16)
-    venv=$CACHE_DIR/venv-matrix-$label-$key
+    venv=$CACHE_DIR/venv-$name-$label-$key
     mkdir -p "$CACHE_DIR"
     (
         exec 9>"$CACHE_DIR/.lock"
@@ -97,17 +98,33 @@ row_venv() {
         if [[ -f $venv/$MATRIX_MARKER ]] && "$venv/bin/python" -c 'import ansible' >/dev/null 2>&1; then
             log "$label: reusing virtualenv $venv"
         else
-            log "$label: creating virtualenv $venv (${ROW_PIN[$label]}, python: $python)"
+            log "$label: creating virtualenv $venv (${ROW_PIN[$label]} $*, python: $python)"
             # Each step checked here: errexit does not hold where the caller tests this function's status.
             rm -rf "$venv" \
                 && "$python" -m venv "$venv" \
-                && "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${ROW_PIN[$label]}" \
+                && "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${ROW_PIN[$label]}" "$@" \
                 && "$venv/bin/python" -m pip check \
-                && printf 'python: %s\nrequirement: %s\n' "$python" "${ROW_PIN[$label]}" >"$venv/$MATRIX_MARKER" \
-                || { log "$label: could not install ${ROW_PIN[$label]} into $venv"; exit 1; }
+                && printf 'python: %s\nrequirement: %s %s\n' "$python" "${ROW_PIN[$label]}" "$*" >"$venv/$MATRIX_MARKER" \
+                || { log "$label: could not install ${ROW_PIN[$label]} $* into $venv"; exit 1; }
         fi
     ) >&2 || return 1
     printf '%s\n' "$venv"
+}
+
+# Whether row LABEL is the suite's own ansible-core and Python, whose virtualenv it then uses.
+is_suite_row() {
+    [[ ${ROW_PIN[$1]} == "$(suite_pin)" && ${ROW_PYTHON[$1]} == "$PYTHON_MAJOR_MINOR" ]]
+}
+
+# Print the path of the virtualenv of row LABEL, creating it on first use.
+row_venv() {
+    local label=$1
+    if is_suite_row "$label"; then
+        log "$label: the suite's virtualenv (scripts/bootstrap.sh)"
+        KUBEHA_SKIP_APT=1 "$REPO_ROOT/scripts/bootstrap.sh" </dev/null
+        return
+    fi
+    cached_venv "$label" matrix
 }
 
 # ansible-test --venv bootstraps pip in each virtualenv with a get-pip script downloaded from a host this machine
@@ -174,14 +191,23 @@ stage_units() {
 }
 
 stage_lab() {
-    # The lab's own tests of the modules, their ansible-playbook this row's (the lab runs the one on the PATH);
-    # the lab's Python packages come from the suite's virtualenv, which runs pytest.
-    local suite
-    suite=$(KUBEHA_SKIP_APT=1 "$REPO_ROOT/scripts/bootstrap.sh" </dev/null)
-    cd "$REPO_ROOT/tests/lab"
+    # The lab's module tests run each module with the interpreter that runs pytest, and ansible-playbook from beside
+    # it (tests/lab/tests/conftest.py, test_playbook_replica.py): so pytest runs in a virtualenv of the row's
+    # ansible-core with what the lab imports (pytest, the Google client libraries, cryptography, at the unit tests'
+    # pins), or in the suite's own on its row.
+    local label=$3 venv
     local -a tests
+    if is_suite_row "$label"; then
+        venv=$(KUBEHA_SKIP_APT=1 "$REPO_ROOT/scripts/bootstrap.sh" </dev/null)
+    else
+        venv=$(cached_venv "$label" matrix-lab "$(grep -E '^pytest==' "$CONSTRAINTS")" \
+            -r "$REPO_ROOT/tests/unit/requirements.txt" -c "$REPO_ROOT/tests/unit/constraints.txt")
+    fi
+    log "$label: lab tests with ansible-core $("$venv/bin/python" -c 'from ansible.release import __version__; print(__version__)')"
+    export PATH=$venv/bin:$PATH VIRTUAL_ENV=$venv
+    cd "$REPO_ROOT/tests/lab"
     read -r -a tests <<<"$LAB_TESTS"
-    KUBEHA_NO_SKIPS=1 "$suite/bin/python" -m pytest -p no:cacheprovider -ra -m '' "${tests[@]}"
+    KUBEHA_NO_SKIPS=1 "$venv/bin/python" -m pytest -p no:cacheprovider -ra -m '' "${tests[@]}"
 }
 
 elapsed() {
@@ -199,7 +225,7 @@ run_stage() {
         set -e
         # shellcheck disable=SC2030  # the row's PATH is meant for this subshell only
         export PATH=$venv/bin:$PATH VIRTUAL_ENV=$venv
-        "stage_$stage" "$collection" "${ROW_PYTHON[$label]}"
+        "stage_$stage" "$collection" "${ROW_PYTHON[$label]}" "$label"
     ) </dev/null
     rc=$?
     set -e
@@ -287,6 +313,9 @@ matrix_main() {
     RUN_START=$EPOCHREALTIME
     WORK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/kubeha-matrix.XXXXXX")
     trap cleanup EXIT
+    # An interrupt ends the run, not only the stage it arrives in.
+    trap 'log "interrupted"; exit 130' INT
+    trap 'log "terminated"; exit 143' TERM
     for label in "${RUN_LABELS[@]}"; do
         run_row "$label"
     done
