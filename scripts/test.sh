@@ -83,35 +83,9 @@ collection_copy() {
     printf '%s\n' "$dest"
 }
 
-# ansible-test --venv bootstraps pip in each virtualenv with a get-pip.py script
-# downloaded from a host this machine can't reach. Seed its cache with a
-# stand-in that installs pip with ensurepip and the package index instead.
-seed_get_pip() {
-    local pip_version cache_file shim=$REPO_ROOT/scripts/ansible_test_get_pip.py
-    pip_version=$(python - <<'EOF'
-import re
-import types
-
-try:
-    from ansible_test._internal.python_requirements import get_venv_packages
-    print(get_venv_packages(types.SimpleNamespace(version='3.11'))['pip'])
-except Exception:  # fall back to reading the pin from the source
-    import ansible_test._internal as internal
-    with open(internal.__path__[0] + '/python_requirements.py', encoding='utf-8') as source:
-        print(re.search(r"pip='([0-9.]+)'", source.read()).group(1))
-EOF
-    ) || die "could not determine the pip version ansible-test bootstraps"
-    cache_file=$HOME/.ansible/test/cache/get_pip_${pip_version//./_}.py
-    if [[ -f $cache_file ]] && ! grep -q 'kubeha-gce get-pip stand-in' "$cache_file"; then
-        log "using existing $cache_file"
-        return 0
-    fi
-    mkdir -p "$(dirname "$cache_file")"
-    if ! cmp -s "$shim" "$cache_file"; then
-        cp "$shim" "$cache_file"
-        log "seeded $cache_file (pip $pip_version via ensurepip)"
-    fi
-}
+# ansible-test --venv bootstraps pip with a get-pip script this machine cannot download: seed_get_pip.
+# shellcheck source=scripts/ansible_test_seed.sh
+source "$REPO_ROOT/scripts/ansible_test_seed.sh"
 
 # Copy stdin to stdout, each line prefixed with the seconds since the start.
 elapsed_lines() {
@@ -139,7 +113,7 @@ list_modules() {
 stage_sanity() {
     local collection
     collection=$(collection_copy)
-    seed_get_pip
+    seed_get_pip "$PYTHON_VERSION"
     cd "$collection"
     ansible-test sanity --venv --python "$PYTHON_VERSION"
 }
@@ -147,7 +121,7 @@ stage_sanity() {
 stage_units() {
     local collection
     collection=$(collection_copy)
-    seed_get_pip
+    seed_get_pip "$PYTHON_VERSION"
     cd "$collection"
     ansible-test units --venv --python "$PYTHON_VERSION" --requirements
 }
